@@ -1,0 +1,415 @@
+/**
+ * @file mpixfer.h
+ * @brief mpixfer: a transfer agent that moves registered memory (KV-cache blocks)
+ *        between processes over MPI one-sided RMA.
+ *
+ * The contract follows TensorRT-LLM's transfer-agent interface (BaseTransferAgent):
+ * named agents register memory, exchange binary agent descriptors, then WRITE (put)
+ * or READ (get) lists of memory descriptors to/from a remote agent, optionally followed
+ * by a sync message that is delivered only after the data is in place.
+ *
+ * Threading: every function may be called from several threads at once; functions that
+ * take a context or agent serialise internally. The library never calls MPI_Init or
+ * MPI_Finalize; create contexts after MPI_Init and destroy them before MPI_Finalize.
+ *
+ * Ownership: anything the library returns through a `void **` or `char **` is freed with
+ * mpixfer_free(); sync-message arrays with mpixfer_sync_messages_free(); requests with
+ * mpixfer_request_free().
+ */
+#ifndef MPIXFER_H
+#define MPIXFER_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Marks the symbols of the public API; everything else is hidden. */
+#if defined(MPIXFER_STATIC_DEFINE)
+#define MPIXFER_API
+#elif defined(__GNUC__)
+#define MPIXFER_API __attribute__((visibility("default")))
+#else
+#define MPIXFER_API
+#endif
+
+#define MPIXFER_VERSION_MAJOR 0
+#define MPIXFER_VERSION_MINOR 1
+#define MPIXFER_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------ status */
+
+/**
+ * Every status the library returns: name, value, message.
+ * The enum and mpixfer_strerror() are both generated from this list so they cannot drift.
+ */
+#define MPIXFER_STATUS_LIST(X)                                                         \
+    X(MPIXFER_OK, 0, "success")                                                        \
+    X(MPIXFER_IN_PROGRESS, 1, "operation in progress")                                 \
+    X(MPIXFER_ERR_INVALID_ARG, -1, "invalid argument")                                 \
+    X(MPIXFER_ERR_NO_MEMORY, -2, "out of memory")                                      \
+    X(MPIXFER_ERR_NOT_FOUND, -3, "not found (unknown agent or unregistered memory)")   \
+    X(MPIXFER_ERR_OUT_OF_RANGE, -4, "address range outside registered memory")         \
+    X(MPIXFER_ERR_UNSUPPORTED, -5, "unsupported operation or memory type")             \
+    X(MPIXFER_ERR_BAD_DESC, -6, "malformed agent descriptor or message")               \
+    X(MPIXFER_ERR_EXISTS, -7, "already exists")                                        \
+    X(MPIXFER_ERR_BUSY, -8, "resource busy (transfer in flight)")                      \
+    X(MPIXFER_ERR_UNREACHABLE, -9, "remote agent unreachable (other MPI world)")       \
+    X(MPIXFER_ERR_TOO_LARGE, -10, "too large")                                         \
+    X(MPIXFER_ERR_THREAD, -11, "MPI thread level too low for the requested threading") \
+    X(MPIXFER_ERR_MPI, -12, "MPI call failed")                                         \
+    X(MPIXFER_ERR_IO, -13, "I/O error")                                                \
+    X(MPIXFER_ERR_TIMEOUT, -14, "timed out")                                           \
+    X(MPIXFER_ERR_CANCELED, -15, "canceled (agent invalidated or destroyed)")
+
+/** Status codes: MPIXFER_OK = 0, MPIXFER_IN_PROGRESS = 1, errors negative. */
+typedef enum {
+#define MPIXFER_STATUS_ENUM_(name, value, msg) name = value,
+    MPIXFER_STATUS_LIST(MPIXFER_STATUS_ENUM_)
+#undef MPIXFER_STATUS_ENUM_
+} mpixfer_status_t;
+
+/**
+ * @brief Human-readable text for a status.
+ * @param[in] status any value; unknown values give "unknown status".
+ * @return a static string; never NULL, never to be freed.
+ */
+MPIXFER_API const char *mpixfer_strerror(mpixfer_status_t status);
+
+/**
+ * @brief The symbolic name of a status ("MPIXFER_ERR_BUSY").
+ * @param[in] status any value; unknown values give "MPIXFER_UNKNOWN".
+ * @return a static string; never NULL.
+ */
+MPIXFER_API const char *mpixfer_status_name(mpixfer_status_t status);
+
+/** @brief Library version as "major.minor.patch"; a static string. */
+MPIXFER_API const char *mpixfer_version(void);
+
+/* ----------------------------------------------------------------- objects */
+
+/** The set of agents reachable over one MPI communicator (owns the dup'd comm, window). */
+typedef struct mpixfer_context mpixfer_context_t;
+/** A named endpoint with its own registrations, remote-agent table and inbox. */
+typedef struct mpixfer_agent mpixfer_agent_t;
+/** One submitted transfer. */
+typedef struct mpixfer_request mpixfer_request_t;
+
+/* ----------------------------------------------------------------- context */
+
+/** Tunables of a context; start from MPIXFER_CONTEXT_PARAMS_INIT. */
+typedef struct {
+    /** Largest sync message (bytes) accepted by notify or a request; 0 = default (1 MiB).
+     *  The environment variable MPIXFER_MAX_SYNC_MESSAGE overrides the default. */
+    size_t max_sync_message;
+    /** Largest number of regions one agent descriptor may carry on decode; 0 = default
+     *  (1 << 20). Bounds what a hostile peer can make us allocate. */
+    size_t max_desc_regions;
+} mpixfer_context_params_t;
+
+/** Defaults for mpixfer_context_params_t. */
+#define MPIXFER_CONTEXT_PARAMS_INIT {0, 0}
+
+/**
+ * @brief Create a context over @p comm. Collective over @p comm.
+ *
+ * Duplicates @p comm (the library's traffic never matches the application's), sets
+ * MPI_ERRORS_RETURN on everything it owns, agrees on a random world id, and creates a
+ * dynamic RMA window with a passive-target epoch for the context's life (not on a
+ * one-process communicator: agents of one process reach each other by direct copy).
+ *
+ * @param[in]  comm   an intracommunicator; MPI must be initialised.
+ * @param[out] ctx_p  the new context, set only on success; destroy with
+ *                    mpixfer_context_destroy().
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (NULL, MPI_COMM_NULL, MPI not initialised);
+ *         MPIXFER_ERR_UNSUPPORTED (intercommunicator); MPIXFER_ERR_MPI; MPIXFER_ERR_NO_MEMORY.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_context_create(MPI_Comm comm, mpixfer_context_t **ctx_p);
+
+/**
+ * @brief mpixfer_context_create() with explicit tunables. Collective over @p comm.
+ * @param[in]  comm    an intracommunicator.
+ * @param[in]  params  NULL for defaults.
+ * @param[out] ctx_p   the new context, set only on success.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_context_create_with_params(
+    MPI_Comm comm, const mpixfer_context_params_t *params, mpixfer_context_t **ctx_p);
+
+/**
+ * @brief Destroy a context. Collective over the context's communicator.
+ *
+ * Completes in-flight transfers, delivers or drops pending control messages, destroys
+ * the agents still alive (with a warning), frees the window and the communicator.
+ * @param[in] ctx  the context; NULL is MPIXFER_ERR_INVALID_ARG.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx);
+
+/**
+ * @brief Every agent of every process loads every other agent's descriptor. Collective.
+ *
+ * Allgathers the descriptors of all agents alive now. Agent names must be unique in the
+ * context: a duplicate makes every process return MPIXFER_ERR_EXISTS. Agents already
+ * loaded are refreshed (their registrations as of now).
+ * @param[in] ctx  the context.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_bootstrap(mpixfer_context_t *ctx);
+
+/** @brief Rank of the calling process in the context's communicator (-1 if ctx is NULL). */
+MPIXFER_API int mpixfer_context_rank(const mpixfer_context_t *ctx);
+/** @brief Size of the context's communicator (-1 if ctx is NULL). */
+MPIXFER_API int mpixfer_context_size(const mpixfer_context_t *ctx);
+/** @brief The world id agreed at creation; tells this context's descriptors from others. */
+MPIXFER_API uint64_t mpixfer_context_world_id(const mpixfer_context_t *ctx);
+
+/* ------------------------------------------------------------------ agents */
+
+/** How an agent is created; start from MPIXFER_AGENT_CONFIG_INIT. */
+typedef struct {
+    /** Unique name in the context (at most 255 bytes); NULL: "host_pid_counter". Copied. */
+    const char *name;
+    /** A background thread drives MPI progress, completes requests, receives messages.
+     *  Needs MPI_THREAD_MULTIPLE. */
+    bool use_progress_thread;
+    /** Calls on this agent may come from several threads at once while the application
+     *  also calls MPI. Needs MPI_THREAD_MULTIPLE. */
+    bool multi_thread;
+    /** A background thread answers descriptor requests (connection-info loading) even when
+     *  the owner never calls the library. Needs MPI_THREAD_MULTIPLE. */
+    bool use_listen_thread;
+    /** Worker threads for copies (used by loopback agents); 0 or 1 = none. */
+    unsigned num_workers;
+} mpixfer_agent_config_t;
+
+/** Defaults: generated name, no threads, one worker. */
+#define MPIXFER_AGENT_CONFIG_INIT {NULL, false, false, false, 1}
+
+/**
+ * @brief Create an agent. Local (not collective).
+ * @param[in]  ctx      the context.
+ * @param[in]  cfg      NULL for MPIXFER_AGENT_CONFIG_INIT.
+ * @param[out] agent_p  the new agent, set only on success.
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (bad name); MPIXFER_ERR_EXISTS (name taken in
+ *         this process); MPIXFER_ERR_THREAD (threads requested without MPI_THREAD_MULTIPLE).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_agent_create(mpixfer_context_t *ctx,
+                                                  const mpixfer_agent_config_t *cfg,
+                                                  mpixfer_agent_t **agent_p);
+
+/**
+ * @brief Destroy an agent: completes its in-flight transfers, deregisters its memory,
+ *        drops its inbox. Requests it made stay valid until mpixfer_request_free().
+ */
+MPIXFER_API mpixfer_status_t mpixfer_agent_destroy(mpixfer_agent_t *agent);
+
+/** @brief The agent's name (owned by the agent); NULL if @p agent is NULL. */
+MPIXFER_API const char *mpixfer_agent_name(const mpixfer_agent_t *agent);
+
+/* ------------------------------------------------------------------ memory */
+
+/** Memory kinds of the contract. This build moves DRAM; the others are refused with
+ *  MPIXFER_ERR_UNSUPPORTED. */
+typedef enum {
+    MPIXFER_MEM_DRAM = 0,
+    MPIXFER_MEM_VRAM = 1,
+    MPIXFER_MEM_BLK = 2,
+    MPIXFER_MEM_OBJ = 3,
+    MPIXFER_MEM_FILE = 4
+} mpixfer_mem_type_t;
+
+/** One memory range: address, length, device (GPU ordinal for VRAM; 0 for DRAM). */
+typedef struct {
+    uintptr_t addr;
+    size_t len;
+    uint32_t device_id;
+} mpixfer_mem_desc_t;
+
+/** A list of memory ranges of one memory type. */
+typedef struct {
+    mpixfer_mem_type_t type;
+    const mpixfer_mem_desc_t *descs;
+    size_t count;
+} mpixfer_mem_descs_t;
+
+/**
+ * @brief Make ranges transferable and advertise them in this agent's descriptor. Local.
+ *
+ * All or nothing: on error nothing is registered. The same buffer may be registered by
+ * several agents; registering the same (addr, len, type, device) twice in one agent is
+ * MPIXFER_ERR_EXISTS.
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (NULL, zero length, address wrap);
+ *         MPIXFER_ERR_UNSUPPORTED (memory type); MPIXFER_ERR_EXISTS; MPIXFER_ERR_MPI
+ *         (MPI_Win_attach failed, e.g. the osc_rdma_max_attach limit).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_register_memory(mpixfer_agent_t *agent,
+                                                     const mpixfer_mem_descs_t *descs);
+
+/**
+ * @brief Stop advertising ranges registered before. Local. All or nothing.
+ * @return MPIXFER_OK; MPIXFER_ERR_NOT_FOUND (not registered exactly so in this agent);
+ *         MPIXFER_ERR_BUSY (a transfer of this agent is using it).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_deregister_memory(mpixfer_agent_t *agent,
+                                                       const mpixfer_mem_descs_t *descs);
+
+/* ---------------------------------------------------------------- metadata */
+
+/**
+ * @brief This agent's descriptor (binary, may contain NUL) reflecting registrations now.
+ * @param[out] blob_p  freed with mpixfer_free(); set only on success.
+ * @param[out] len_p   its length in bytes.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_get_local_agent_desc(mpixfer_agent_t *agent, void **blob_p,
+                                                          size_t *len_p);
+
+/**
+ * @brief Learn a remote agent from its descriptor. Local. Replaces an earlier load.
+ * @param[in] name  must equal the name inside the blob (else MPIXFER_ERR_INVALID_ARG).
+ * @return MPIXFER_OK; MPIXFER_ERR_BAD_DESC (malformed, truncated, other version);
+ *         MPIXFER_ERR_UNREACHABLE (descriptor from another MPI world);
+ *         MPIXFER_ERR_INVALID_ARG (name mismatch, loading oneself).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_load_remote_agent(mpixfer_agent_t *agent, const char *name,
+                                                       const void *blob, size_t len);
+
+/**
+ * @brief A string another agent passes to mpixfer_load_remote_agent_by_connection().
+ *        Form: "mpixfer:1:<world id hex>:<rank>:<agent name>".
+ * @param[out] info_p  freed with mpixfer_free(); set only on success.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_get_local_connection_info(mpixfer_agent_t *agent,
+                                                               char **info_p);
+
+/**
+ * @brief Fetch a remote descriptor by connection info. Asynchronous: returns once the
+ *        request is sent; poll mpixfer_check_remote_descs() until it returns true. The
+ *        remote answers from its progress (its threads or any call into the library).
+ * @return MPIXFER_OK; MPIXFER_ERR_BAD_DESC (unparsable info); MPIXFER_ERR_INVALID_ARG
+ *         (name differs from the one in @p info); MPIXFER_ERR_UNREACHABLE (other world).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_agent_t *agent,
+                                                                     const char *name,
+                                                                     const char *info);
+
+/**
+ * @brief Forget a remote agent. Later transfers to it fail with MPIXFER_ERR_NOT_FOUND;
+ *        transfers already in flight still end (SUCCESS or FAILURE).
+ * @return MPIXFER_OK; MPIXFER_ERR_NOT_FOUND.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_invalidate_remote_agent(mpixfer_agent_t *agent,
+                                                             const char *name);
+
+/**
+ * @brief True iff @p name is loaded and every desc lies inside one region it advertised
+ *        (same memory type and device). Drives progress, so it can be polled.
+ */
+MPIXFER_API bool mpixfer_check_remote_descs(mpixfer_agent_t *agent, const char *name,
+                                            const mpixfer_mem_descs_t *descs);
+
+/** @brief Free a blob or string the library returned. NULL is fine. */
+MPIXFER_API void mpixfer_free(void *p);
+
+/* --------------------------------------------------------------- transfers */
+
+/** WRITE: local src[i] -> remote dst[i]. READ: remote dst[i] -> local src[i]. */
+typedef enum { MPIXFER_OP_READ = 0, MPIXFER_OP_WRITE = 1 } mpixfer_op_t;
+
+/** What wait and polls report. */
+typedef enum {
+    MPIXFER_STATE_IN_PROGRESS = 0,
+    MPIXFER_STATE_SUCCESS = 1,
+    MPIXFER_STATE_FAILURE = 2
+} mpixfer_state_t;
+
+/** A transfer: pairs src[i] (local) with dst[i] (the remote agent's memory). */
+typedef struct {
+    mpixfer_op_t op;
+    mpixfer_mem_descs_t src;  /**< local memory, registered in the submitting agent */
+    mpixfer_mem_descs_t dst;  /**< remote memory, advertised by @c remote_name */
+    const char *remote_name;  /**< a loaded remote agent */
+    const void *sync_message; /**< optional; delivered after the data is in place */
+    size_t sync_message_len;
+} mpixfer_transfer_request_t;
+
+/**
+ * @brief Validate and start a transfer; returns at once.
+ *
+ * Nothing moves unless every check passes: counts equal and non-zero, each pair the same
+ * non-zero length, each src inside memory this agent registered, each dst inside memory
+ * the remote advertised. SUCCESS only after remote completion (MPI_Win_flush); the sync
+ * message is sent only after that.
+ * @param[out] xfer_p  the request, set only on success; free with mpixfer_request_free().
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG; MPIXFER_ERR_NOT_FOUND (remote not loaded,
+ *         or a desc in no registered region); MPIXFER_ERR_OUT_OF_RANGE (a desc runs past
+ *         its region); MPIXFER_ERR_UNSUPPORTED (memory type); MPIXFER_ERR_TOO_LARGE (sync
+ *         message); MPIXFER_ERR_MPI.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
+                                                     const mpixfer_transfer_request_t *req,
+                                                     mpixfer_request_t **xfer_p);
+
+/** @brief One poll: drives progress, then true iff SUCCESS or FAILURE. */
+MPIXFER_API bool mpixfer_request_is_completed(mpixfer_request_t *xfer);
+
+/**
+ * @brief Wait for a request.
+ * @param[in] timeout_ms  < 0 until done; 0 one poll; > 0 at most that long.
+ * @return SUCCESS, FAILURE (reason in mpixfer_request_status()), or IN_PROGRESS after the
+ *         timeout. FAILURE for a NULL request.
+ */
+MPIXFER_API mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms);
+
+/** @brief MPIXFER_OK after success, MPIXFER_IN_PROGRESS while running, else why it failed. */
+MPIXFER_API mpixfer_status_t mpixfer_request_status(const mpixfer_request_t *xfer);
+
+/** @brief Release a request. A request still in flight completes in the background. */
+MPIXFER_API void mpixfer_request_free(mpixfer_request_t *xfer);
+
+/* ----------------------------------------------------------- sync messages */
+
+/**
+ * @brief Send @p msg (any bytes, may be empty) to the agent @p remote_name, which need
+ *        not have loaded the sender. The sender must know it (loaded, bootstrap) or it
+ *        must live in this process.
+ * @return MPIXFER_OK; MPIXFER_ERR_NOT_FOUND; MPIXFER_ERR_TOO_LARGE; MPIXFER_ERR_INVALID_ARG.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_notify_sync_message(mpixfer_agent_t *agent,
+                                                         const char *remote_name, const void *msg,
+                                                         size_t len);
+
+/** A received sync message: sender's name and bytes (NUL-terminated beyond len). */
+typedef struct {
+    char *agent_name;
+    void *data;
+    size_t len;
+} mpixfer_sync_message_t;
+
+/**
+ * @brief Drain the inbox: every message received since the last call, in arrival order
+ *        (per sender in send order). Drives progress first.
+ * @param[out] msgs_p   array freed with mpixfer_sync_messages_free(); NULL when empty.
+ * @param[out] count_p  number of messages (0 when empty).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_get_notified_sync_messages(mpixfer_agent_t *agent,
+                                                                mpixfer_sync_message_t **msgs_p,
+                                                                size_t *count_p);
+
+/** @brief Free an array from mpixfer_get_notified_sync_messages(). */
+MPIXFER_API void mpixfer_sync_messages_free(mpixfer_sync_message_t *msgs, size_t count);
+
+/* ---------------------------------------------------------------- progress */
+
+/**
+ * @brief Drive progress once: receive control messages, answer descriptor requests,
+ *        complete transfers. Any library call does this too; use it when idle.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_progress(mpixfer_context_t *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MPIXFER_H */

@@ -1,0 +1,500 @@
+/* Context: the dup'd communicator, the window, the lock; bootstrap. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void mpixfer__lock(mpixfer_context_t *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+}
+
+void mpixfer__unlock(mpixfer_context_t *ctx)
+{
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+bool mpixfer__name_valid(const char *name)
+{
+    size_t n;
+
+    if (name == NULL)
+        return false;
+    n = strnlen(name, MPIXFER__NAME_MAX + 1);
+    return n >= 1 && n <= MPIXFER__NAME_MAX;
+}
+
+mpixfer_agent_t *mpixfer__find_local_agent(mpixfer_context_t *ctx, const char *name)
+{
+    for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next)
+        if (strcmp(a->name, name) == 0)
+            return a;
+    return NULL;
+}
+
+static uint64_t random_world_id(void)
+{
+    uint64_t id = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    struct timespec ts;
+
+    if (fd >= 0) {
+        ssize_t n = read(fd, &id, sizeof(id));
+        close(fd);
+        if (n == (ssize_t)sizeof(id) && id != 0)
+            return id;
+    }
+    /* No /dev/urandom: time and pid still separate worlds started apart. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    id = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
+    return id ? id : 1;
+}
+
+static size_t env_size(const char *name, size_t dflt)
+{
+    const char *v = getenv(name);
+    char *end = NULL;
+    unsigned long long x;
+
+    if (v == NULL || *v == '\0')
+        return dflt;
+    x = strtoull(v, &end, 0);
+    if (end == v || *end != '\0') {
+        LOG_WARN("%s=%s is not a number; using %zu", name, v, dflt);
+        return dflt;
+    }
+    return (size_t)x;
+}
+
+mpixfer_status_t mpixfer_context_create(MPI_Comm comm, mpixfer_context_t **ctx_p)
+{
+    return mpixfer_context_create_with_params(comm, NULL, ctx_p);
+}
+
+mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
+                                                    const mpixfer_context_params_t *params,
+                                                    mpixfer_context_t **ctx_p)
+{
+    mpixfer_context_t *ctx;
+    pthread_mutexattr_t attr;
+    mpixfer_status_t st;
+    int initialized = 0, finalized = 0, inter = 0, rc;
+
+    if (ctx_p == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx_p is NULL");
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (!initialized || finalized)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG,
+                      "MPI is not initialised (or already finalised); mpixfer never calls "
+                      "MPI_Init itself");
+    if (comm == MPI_COMM_NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "comm is MPI_COMM_NULL");
+    rc = MPI_Comm_test_inter(comm, &inter);
+    if (rc != MPI_SUCCESS)
+        return MPIXFER__MPI_ERR("MPI_Comm_test_inter", rc);
+    if (inter)
+        MPIXFER__FAIL(MPIXFER_ERR_UNSUPPORTED, "intercommunicators are not supported");
+
+    ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL)
+        return MPIXFER_ERR_NO_MEMORY;
+    if (params != NULL)
+        ctx->params = *params;
+    if (ctx->params.max_sync_message == 0)
+        ctx->params.max_sync_message =
+            env_size("MPIXFER_MAX_SYNC_MESSAGE", MPIXFER__DEFAULT_MAX_SYNC);
+    if (ctx->params.max_desc_regions == 0)
+        ctx->params.max_desc_regions = MPIXFER__DEFAULT_MAX_REGIONS;
+
+    pthread_mutexattr_init(&attr);
+    /* Recursive: completion callbacks (local delivery) re-enter the library. */
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&ctx->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    atomic_init(&ctx->thread_gen, 0);
+
+    MPI_Query_thread(&ctx->thread_level);
+
+    rc = MPI_Comm_dup(comm, &ctx->comm);
+    if (rc != MPI_SUCCESS) {
+        st = MPIXFER__MPI_ERR("MPI_Comm_dup", rc);
+        goto err_free;
+    }
+    MPI_Comm_set_errhandler(ctx->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(ctx->comm, &ctx->rank);
+    MPI_Comm_size(ctx->comm, &ctx->size);
+
+    if (ctx->rank == 0)
+        ctx->world_id = random_world_id();
+    rc = MPI_Bcast(&ctx->world_id, 1, MPI_UINT64_T, 0, ctx->comm);
+    if (rc != MPI_SUCCESS) {
+        st = MPIXFER__MPI_ERR("MPI_Bcast", rc);
+        goto err_comm;
+    }
+
+    /* On one process every agent is local and reached by direct copy; Debian's Open MPI
+     * cannot even create a dynamic window there. */
+    if (ctx->size > 1) {
+        rc = MPI_Win_create_dynamic(MPI_INFO_NULL, ctx->comm, &ctx->win);
+        if (rc != MPI_SUCCESS) {
+            st = MPIXFER__MPI_ERR("MPI_Win_create_dynamic", rc);
+            LOG_ERROR("no one-sided component could create a dynamic window; over TCP "
+                      "with Open MPI try --mca osc ucx --mca pml ucx");
+            goto err_comm;
+        }
+        MPI_Win_set_errhandler(ctx->win, MPI_ERRORS_RETURN);
+        rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, ctx->win);
+        if (rc != MPI_SUCCESS) {
+            st = MPIXFER__MPI_ERR("MPI_Win_lock_all", rc);
+            goto err_win;
+        }
+        ctx->has_win = true;
+    }
+
+    LOG_INFO("context: rank %d of %d, world id %016llx, thread level %d, window %s", ctx->rank,
+             ctx->size, (unsigned long long)ctx->world_id, ctx->thread_level,
+             ctx->has_win ? "dynamic" : "none (one process)");
+    *ctx_p = ctx;
+    return MPIXFER_OK;
+
+err_win:
+    MPI_Win_free(&ctx->win);
+err_comm:
+    MPI_Comm_free(&ctx->comm);
+err_free:
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+    return st;
+}
+
+/* Every process keeps receiving until all have finished sending, so no Isend of ours is
+ * left unmatched and no peer waits for an answer we would never give. */
+static mpixfer_status_t drain_collectively(mpixfer_context_t *ctx)
+{
+    MPI_Request barrier = MPI_REQUEST_NULL;
+    mpixfer_status_t st = MPIXFER_OK;
+    int done = 0, rc;
+
+    for (;;) {
+        mpixfer__lock(ctx);
+        mpixfer__progress_locked(ctx);
+        if (barrier == MPI_REQUEST_NULL && ctx->pending_head == NULL &&
+            mpixfer__sends_test(ctx) == 0) {
+            rc = MPI_Ibarrier(ctx->comm, &barrier);
+            if (rc != MPI_SUCCESS) {
+                mpixfer__unlock(ctx);
+                return MPIXFER__MPI_ERR("MPI_Ibarrier", rc);
+            }
+        }
+        if (barrier != MPI_REQUEST_NULL) {
+            rc = MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
+            if (rc != MPI_SUCCESS) {
+                st = MPIXFER__MPI_ERR("MPI_Test", rc);
+                done = 1;
+            }
+        }
+        mpixfer__unlock(ctx);
+        if (done)
+            break;
+        sched_yield();
+    }
+    /* Messages that were in flight at the barrier: take them off the queue. */
+    mpixfer__lock(ctx);
+    while (mpixfer__ctrl_poll(ctx) > 0)
+        ;
+    mpixfer__unlock(ctx);
+    return st;
+}
+
+mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx)
+{
+    mpixfer_status_t st;
+    int rc;
+
+    if (ctx == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx is NULL");
+
+    /* The thread would race the collective calls below. */
+    mpixfer__thread_stop(ctx);
+    st = drain_collectively(ctx);
+
+    mpixfer__lock(ctx);
+    if (ctx->agents != NULL)
+        LOG_WARN("destroying a context with live agents; destroying them");
+    mpixfer__unlock(ctx);
+    while (ctx->agents != NULL)
+        mpixfer_agent_destroy(ctx->agents);
+
+    /* Sends made by agent teardown (none expected) must finish before the comm goes. */
+    while (mpixfer__sends_test(ctx) > 0)
+        sched_yield();
+
+    if (ctx->has_win) {
+        mpixfer__registry_clear(ctx);
+        rc = MPI_Win_unlock_all(ctx->win);
+        if (rc != MPI_SUCCESS && st == MPIXFER_OK)
+            st = MPIXFER__MPI_ERR("MPI_Win_unlock_all", rc);
+        rc = MPI_Win_free(&ctx->win);
+        if (rc != MPI_SUCCESS && st == MPIXFER_OK)
+            st = MPIXFER__MPI_ERR("MPI_Win_free", rc);
+    }
+    rc = MPI_Comm_free(&ctx->comm);
+    if (rc != MPI_SUCCESS && st == MPIXFER_OK)
+        st = MPIXFER__MPI_ERR("MPI_Comm_free", rc);
+    free(ctx->attach);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+    return st;
+}
+
+int mpixfer_context_rank(const mpixfer_context_t *ctx)
+{
+    return ctx ? ctx->rank : -1;
+}
+
+int mpixfer_context_size(const mpixfer_context_t *ctx)
+{
+    return ctx ? ctx->size : -1;
+}
+
+uint64_t mpixfer_context_world_id(const mpixfer_context_t *ctx)
+{
+    return ctx ? ctx->world_id : 0;
+}
+
+/* ------------------------------------------------------------- bootstrap */
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* This process's agents as [u32 count]([u32 len][blob])*. */
+static mpixfer_status_t pack_local_agents(mpixfer_context_t *ctx, unsigned char **buf_p,
+                                          size_t *len_p)
+{
+    size_t total = 4, n = 0, off;
+    unsigned char *buf;
+    void **blobs;
+    size_t *lens;
+    mpixfer_status_t st = MPIXFER_OK;
+    size_t i = 0;
+
+    for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next)
+        n++;
+    blobs = calloc(n ? n : 1, sizeof(*blobs));
+    lens = calloc(n ? n : 1, sizeof(*lens));
+    if (blobs == NULL || lens == NULL) {
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto out;
+    }
+    for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next, i++) {
+        st = mpixfer__desc_encode(a, &blobs[i], &lens[i]);
+        if (st != MPIXFER_OK)
+            goto out;
+        total += 4 + lens[i];
+    }
+    buf = malloc(total);
+    if (buf == NULL) {
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto out;
+    }
+    put_u32(buf, (uint32_t)n);
+    off = 4;
+    for (i = 0; i < n; i++) {
+        put_u32(buf + off, (uint32_t)lens[i]);
+        memcpy(buf + off + 4, blobs[i], lens[i]);
+        off += 4 + lens[i];
+    }
+    *buf_p = buf;
+    *len_p = total;
+out:
+    for (i = 0; blobs != NULL && i < n; i++)
+        free(blobs[i]);
+    free(blobs);
+    free(lens);
+    return st;
+}
+
+static int cmp_desc_name(const void *a, const void *b)
+{
+    return strcmp(((const mpixfer__desc_t *)a)->name, ((const mpixfer__desc_t *)b)->name);
+}
+
+/* Decode every process's packed agents; the same bytes give the same answer everywhere,
+ * so every process returns the same status and nobody is left in a collective. */
+static mpixfer_status_t unpack_all(mpixfer_context_t *ctx, const unsigned char *all,
+                                   const int *counts, const int *displs, mpixfer__desc_t **descs_p,
+                                   size_t *ndescs_p)
+{
+    mpixfer__desc_t *descs = NULL;
+    size_t ndescs = 0, cap = 0;
+    mpixfer_status_t st = MPIXFER_OK;
+
+    for (int r = 0; r < ctx->size && st == MPIXFER_OK; r++) {
+        const unsigned char *p = all + displs[r];
+        size_t left = (size_t)counts[r], n;
+
+        if (left < 4) {
+            st = MPIXFER_ERR_BAD_DESC;
+            break;
+        }
+        n = get_u32(p);
+        p += 4;
+        left -= 4;
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+
+            if (left < 4 || (len = get_u32(p)) > left - 4) {
+                st = MPIXFER_ERR_BAD_DESC;
+                break;
+            }
+            if (ndescs == cap) {
+                size_t ncap = cap ? 2 * cap : 16;
+                mpixfer__desc_t *nd = realloc(descs, ncap * sizeof(*nd));
+                if (nd == NULL) {
+                    st = MPIXFER_ERR_NO_MEMORY;
+                    break;
+                }
+                descs = nd;
+                cap = ncap;
+            }
+            st = mpixfer__desc_decode(p + 4, len, ctx->params.max_desc_regions, &descs[ndescs]);
+            if (st != MPIXFER_OK)
+                break;
+            ndescs++;
+            if (descs[ndescs - 1].rank != (uint32_t)r ||
+                descs[ndescs - 1].world_id != ctx->world_id) {
+                st = MPIXFER_ERR_BAD_DESC;
+                break;
+            }
+            p += 4 + len;
+            left -= 4 + len;
+        }
+    }
+    if (st == MPIXFER_OK && ndescs > 1) {
+        qsort(descs, ndescs, sizeof(*descs), cmp_desc_name);
+        for (size_t i = 1; i < ndescs; i++)
+            if (strcmp(descs[i - 1].name, descs[i].name) == 0) {
+                LOG_WARN("bootstrap: agent name '%s' is used by ranks %u and %u", descs[i].name,
+                         descs[i - 1].rank, descs[i].rank);
+                st = MPIXFER_ERR_EXISTS;
+                break;
+            }
+    }
+    if (st != MPIXFER_OK) {
+        for (size_t i = 0; i < ndescs; i++)
+            mpixfer__desc_fini(&descs[i]);
+        free(descs);
+        return st;
+    }
+    *descs_p = descs;
+    *ndescs_p = ndescs;
+    return MPIXFER_OK;
+}
+
+mpixfer_status_t mpixfer_bootstrap(mpixfer_context_t *ctx)
+{
+    unsigned char *mine = NULL, *all = NULL;
+    size_t mine_len = 0, ndescs = 0;
+    int *counts = NULL, *displs = NULL, mylen, rc;
+    long long total = 0;
+    mpixfer__desc_t *descs = NULL;
+    mpixfer_status_t st, local_st;
+
+    if (ctx == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx is NULL");
+
+    mpixfer__lock(ctx);
+    /* A local failure must still take part in the collectives: send -1 as our length. */
+    local_st = pack_local_agents(ctx, &mine, &mine_len);
+    if (local_st == MPIXFER_OK && mine_len > (size_t)INT32_MAX)
+        local_st = MPIXFER_ERR_TOO_LARGE;
+    mylen = local_st == MPIXFER_OK ? (int)mine_len : -1;
+
+    counts = malloc(sizeof(int) * (size_t)ctx->size);
+    displs = malloc(sizeof(int) * (size_t)ctx->size);
+    if (counts == NULL || displs == NULL) {
+        /* Cannot take part without these; the peers will see MPI errors or hang is
+         * impossible to avoid here, so fail loudly. */
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto out;
+    }
+    rc = MPI_Allgather(&mylen, 1, MPI_INT, counts, 1, MPI_INT, ctx->comm);
+    if (rc != MPI_SUCCESS) {
+        st = MPIXFER__MPI_ERR("MPI_Allgather", rc);
+        goto out;
+    }
+    for (int r = 0; r < ctx->size; r++) {
+        if (counts[r] < 0) {
+            st = local_st != MPIXFER_OK ? local_st : MPIXFER_ERR_NO_MEMORY;
+            LOG_WARN("bootstrap: rank %d could not describe its agents", r);
+            goto out;
+        }
+        displs[r] = (int)total;
+        total += counts[r];
+    }
+    if (total > INT32_MAX) {
+        st = MPIXFER_ERR_TOO_LARGE;
+        LOG_WARN("bootstrap: %lld bytes of descriptors exceed one MPI message", total);
+        goto out;
+    }
+    all = malloc(total ? (size_t)total : 1);
+    /* Everybody must still enter the Allgatherv; an allocation failure shows up as a
+     * decode failure after it instead of a hang. */
+    rc = MPI_Allgatherv(mine, mylen, MPI_BYTE, all ? all : mine, counts, displs, MPI_BYTE,
+                        ctx->comm);
+    if (all == NULL) {
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto out;
+    }
+    if (rc != MPI_SUCCESS) {
+        st = MPIXFER__MPI_ERR("MPI_Allgatherv", rc);
+        goto out;
+    }
+    st = unpack_all(ctx, all, counts, displs, &descs, &ndescs);
+    if (st != MPIXFER_OK)
+        goto out;
+
+    for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next)
+        for (size_t i = 0; i < ndescs; i++) {
+            mpixfer__desc_t copy;
+
+            if (strcmp(descs[i].name, a->name) == 0)
+                continue;
+            copy = descs[i];
+            copy.regions = NULL;
+            if (descs[i].nregions) {
+                copy.regions = malloc(descs[i].nregions * sizeof(*copy.regions));
+                if (copy.regions == NULL) {
+                    st = MPIXFER_ERR_NO_MEMORY;
+                    goto out;
+                }
+                memcpy(copy.regions, descs[i].regions,
+                       descs[i].nregions * sizeof(*copy.regions));
+            }
+            mpixfer__agent_store_desc(a, &copy);
+        }
+    LOG_INFO("bootstrap: %zu agents in the context", ndescs);
+out:
+    for (size_t i = 0; i < ndescs; i++)
+        mpixfer__desc_fini(&descs[i]);
+    free(descs);
+    free(all);
+    free(mine);
+    free(counts);
+    free(displs);
+    mpixfer__unlock(ctx);
+    return st;
+}

@@ -1,0 +1,215 @@
+/* Internal types shared by the library's source files. Not installed. */
+#ifndef MPIXFER_INTERNAL_H
+#define MPIXFER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "mpixfer.h"
+
+#define MPIXFER__NAME_MAX 255
+/* Control messages use one tag so MPI's non-overtaking rule orders each sender's stream. */
+#define MPIXFER__CTRL_TAG 0x6d78
+#define MPIXFER__DEFAULT_MAX_SYNC ((size_t)1 << 20)
+#define MPIXFER__DEFAULT_MAX_REGIONS ((size_t)1 << 20)
+/* MPI counts are int: one RMA op moves at most this much. */
+#define MPIXFER__MAX_OP_BYTES ((size_t)1 << 30)
+
+/* ---------------------------------------------------------------- regions */
+
+/* One registration of an agent. Heap-allocated so requests can pin it by pointer. */
+typedef struct mpixfer__region {
+    uintptr_t addr;
+    size_t len;
+    mpixfer_mem_type_t type;
+    uint32_t device;
+    unsigned pins; /* in-flight requests of the owning agent that use it */
+} mpixfer__region_t;
+
+/* A region as carried in a descriptor. */
+typedef struct {
+    uint64_t addr;
+    uint64_t len;
+    uint32_t type;
+    uint32_t device;
+} mpixfer__wire_region_t;
+
+/* A decoded agent descriptor. Regions sorted by (addr, len, type, device), no duplicates. */
+typedef struct {
+    uint64_t world_id;
+    uint32_t rank;
+    char name[MPIXFER__NAME_MAX + 1];
+    size_t nregions;
+    mpixfer__wire_region_t *regions;
+} mpixfer__desc_t;
+
+/* A remote agent as an agent knows it. */
+typedef struct mpixfer__remote {
+    char *name;
+    int rank;
+    bool loaded;  /* desc valid */
+    bool pending; /* a descriptor request by connection info is outstanding */
+    mpixfer__desc_t desc;
+    struct mpixfer__remote *next;
+} mpixfer__remote_t;
+
+/* A received sync message. */
+typedef struct mpixfer__msg {
+    char *sender;
+    void *data;
+    size_t len;
+    struct mpixfer__msg *next;
+} mpixfer__msg_t;
+
+/* A contiguous attached range of the dynamic window (page-rounded union of registrations). */
+typedef struct {
+    uintptr_t base;
+    size_t len;
+    size_t refs;
+} mpixfer__attach_t;
+
+/* An MPI_Isend still in flight with the buffer it owns. */
+typedef struct mpixfer__send {
+    MPI_Request req;
+    void *buf;
+    struct mpixfer__send *next;
+} mpixfer__send_t;
+
+struct mpixfer_agent {
+    mpixfer_context_t *ctx;
+    char *name;
+    mpixfer_agent_config_t cfg;
+    bool wants_thread;
+    mpixfer__region_t **regions; /* sorted by (addr, len, type, device) */
+    size_t nregions, cap_regions;
+    mpixfer__remote_t *remotes;
+    mpixfer__msg_t *inbox_head, *inbox_tail;
+    struct mpixfer_agent *next;
+};
+
+struct mpixfer_request {
+    mpixfer_context_t *ctx;
+    mpixfer_agent_t *agent; /* NULL once complete: a complete request touches nothing */
+    _Atomic int state;      /* mpixfer_state_t */
+    _Atomic int status;     /* mpixfer_status_t */
+    int target_rank;
+    char *remote_name;
+    void *sync;
+    size_t sync_len;
+    bool has_sync;
+    mpixfer__region_t **pins;
+    size_t npins;
+    bool orphaned; /* freed by the user while in flight: progress frees it */
+    struct mpixfer_request *next_pending;
+};
+
+struct mpixfer_context {
+    MPI_Comm comm;
+    int rank, size;
+    int thread_level;
+    uint64_t world_id;
+    MPI_Win win;
+    bool has_win;
+    mpixfer_context_params_t params;
+    pthread_mutex_t lock; /* recursive; guards everything below and every MPI call */
+
+    mpixfer_agent_t *agents;
+    mpixfer__attach_t *attach;
+    size_t nattach, cap_attach;
+    mpixfer_request_t *pending_head, *pending_tail;
+    mpixfer__send_t *sends;
+
+    pthread_t thread;
+    bool thread_running;
+    unsigned thread_users;
+    atomic_uint thread_gen;
+};
+
+/* ----------------------------------------------------------- context.c */
+void mpixfer__lock(mpixfer_context_t *ctx);
+void mpixfer__unlock(mpixfer_context_t *ctx);
+mpixfer_agent_t *mpixfer__find_local_agent(mpixfer_context_t *ctx, const char *name);
+bool mpixfer__name_valid(const char *name);
+
+/* ---------------------------------------------------------- registry.c */
+/* Attach [addr, addr+len) (page-rounded, merged, reference-counted) to the window. */
+mpixfer_status_t mpixfer__registry_add(mpixfer_context_t *ctx, uintptr_t addr, size_t len);
+void mpixfer__registry_remove(mpixfer_context_t *ctx, uintptr_t addr, size_t len);
+void mpixfer__registry_clear(mpixfer_context_t *ctx);
+
+/* ------------------------------------------------------------- agent.c */
+/* Find the registration of @p agent holding [addr, addr+len): OK, NOT_FOUND (start in no
+ * region) or OUT_OF_RANGE (starts in one, runs past its end). */
+mpixfer_status_t mpixfer__agent_find_region(const mpixfer_agent_t *agent, mpixfer_mem_type_t type,
+                                            const mpixfer_mem_desc_t *d,
+                                            mpixfer__region_t **region_p);
+mpixfer__remote_t *mpixfer__find_remote(const mpixfer_agent_t *agent, const char *name);
+void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc);
+mpixfer_status_t mpixfer__check_mem_type(mpixfer_mem_type_t type);
+
+/* -------------------------------------------------------------- desc.c */
+mpixfer_status_t mpixfer__desc_encode(const mpixfer_agent_t *agent, void **blob_p, size_t *len_p);
+/* Untrusted bytes: everything is checked. On success @p out owns its regions array. */
+mpixfer_status_t mpixfer__desc_decode(const void *blob, size_t len, size_t max_regions,
+                                      mpixfer__desc_t *out);
+void mpixfer__desc_fini(mpixfer__desc_t *desc);
+/* Lookup in decoded regions: OK, NOT_FOUND or OUT_OF_RANGE as mpixfer__agent_find_region. */
+mpixfer_status_t mpixfer__desc_find(const mpixfer__desc_t *desc, mpixfer_mem_type_t type,
+                                    const mpixfer_mem_desc_t *d);
+mpixfer_status_t mpixfer__conninfo_format(uint64_t world_id, int rank, const char *name,
+                                          char **info_p);
+mpixfer_status_t mpixfer__conninfo_parse(const char *info, uint64_t *world_id_p, int *rank_p,
+                                         char name[MPIXFER__NAME_MAX + 1]);
+
+/* ------------------------------------------------------------ notify.c */
+typedef enum {
+    MPIXFER__CTRL_SYNC = 1,     /* sync message: payload = user bytes */
+    MPIXFER__CTRL_DESC_REQ = 2, /* "send me your descriptor" */
+    MPIXFER__CTRL_DESC_REP = 3, /* payload = descriptor */
+    MPIXFER__CTRL_DESC_NAK = 4  /* no such agent here */
+} mpixfer__ctrl_kind_t;
+
+typedef struct {
+    mpixfer__ctrl_kind_t kind;
+    char sender[MPIXFER__NAME_MAX + 1];
+    char receiver[MPIXFER__NAME_MAX + 1];
+    const void *payload;
+    size_t payload_len;
+} mpixfer__ctrl_t;
+
+/* Untrusted bytes from the wire: everything checked; payload points into @p buf. */
+mpixfer_status_t mpixfer__ctrl_decode(const void *buf, size_t len, mpixfer__ctrl_t *out);
+/* Send a control message; to this process it is dispatched directly. Lock held. */
+mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__ctrl_kind_t kind,
+                                    const char *sender, const char *receiver,
+                                    const void *payload, size_t len);
+/* Receive and dispatch what has arrived; returns the number handled. Lock held. */
+int mpixfer__ctrl_poll(mpixfer_context_t *ctx);
+/* Complete finished Isends; returns how many are still in flight. Lock held. */
+size_t mpixfer__sends_test(mpixfer_context_t *ctx);
+void mpixfer__inbox_clear(mpixfer_agent_t *agent);
+
+/* -------------------------------------------------------------- rma.c */
+/* Issue the puts/gets of validated pairs to @p rank (or copy, for this process). */
+mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
+                                    const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
+                                    size_t count);
+mpixfer_status_t mpixfer__rma_flush(mpixfer_context_t *ctx, int rank);
+
+/* ----------------------------------------------------------- request.c */
+/* Complete pending requests (flush, then sync message). Lock held. Returns work done. */
+int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only);
+
+/* ---------------------------------------------------------- progress.c */
+/* One pass: control messages, sends, requests. Lock held. Returns work done. */
+int mpixfer__progress_locked(mpixfer_context_t *ctx);
+mpixfer_status_t mpixfer__thread_acquire(mpixfer_context_t *ctx);
+/* Stops the thread when the last user goes; call WITHOUT the lock. */
+void mpixfer__thread_release(mpixfer_context_t *ctx);
+void mpixfer__thread_stop(mpixfer_context_t *ctx);
+
+#endif

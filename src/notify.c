@@ -1,0 +1,394 @@
+/* Control channel (sync messages, descriptor requests) and the inbox.
+ *
+ * Wire form, little-endian: magic "MXCM" (4), kind u8, reserved u8 (0),
+ * sender_len u16, receiver_len u16, reserved u16 (0), payload_len u32, then the sender
+ * name, the receiver name and the payload. Received with MPI_Improbe/MPI_Mrecv so no
+ * buffer is pre-posted and any size fits. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define CTRL_MAGIC "MXCM"
+#define CTRL_HEADER 16
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint16_t get16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static mpixfer_status_t ctrl_encode(mpixfer__ctrl_kind_t kind, const char *sender,
+                                    const char *receiver, const void *payload, size_t len,
+                                    unsigned char **buf_p, size_t *len_p)
+{
+    size_t sl = strlen(sender), rl = strlen(receiver), n;
+    unsigned char *b;
+
+    if (len > UINT32_MAX - CTRL_HEADER - 2 * MPIXFER__NAME_MAX || len > INT32_MAX / 2)
+        return MPIXFER_ERR_TOO_LARGE;
+    n = CTRL_HEADER + sl + rl + len;
+    b = malloc(n);
+    if (b == NULL)
+        return MPIXFER_ERR_NO_MEMORY;
+    memcpy(b, CTRL_MAGIC, 4);
+    b[4] = (unsigned char)kind;
+    b[5] = 0;
+    put16(b + 6, (uint16_t)sl);
+    put16(b + 8, (uint16_t)rl);
+    put16(b + 10, 0);
+    put32(b + 12, (uint32_t)len);
+    memcpy(b + CTRL_HEADER, sender, sl);
+    memcpy(b + CTRL_HEADER + sl, receiver, rl);
+    if (len)
+        memcpy(b + CTRL_HEADER + sl + rl, payload, len);
+    *buf_p = b;
+    *len_p = n;
+    return MPIXFER_OK;
+}
+
+mpixfer_status_t mpixfer__ctrl_decode(const void *buf, size_t len, mpixfer__ctrl_t *out)
+{
+    const unsigned char *b = buf;
+    size_t sl, rl, pl;
+
+    if (buf == NULL || len < CTRL_HEADER || memcmp(b, CTRL_MAGIC, 4) != 0 || b[5] != 0 ||
+        get16(b + 10) != 0)
+        return MPIXFER_ERR_BAD_DESC;
+    if (b[4] < MPIXFER__CTRL_SYNC || b[4] > MPIXFER__CTRL_DESC_NAK)
+        return MPIXFER_ERR_BAD_DESC;
+    sl = get16(b + 6);
+    rl = get16(b + 8);
+    pl = get32(b + 12);
+    if (sl < 1 || sl > MPIXFER__NAME_MAX || rl < 1 || rl > MPIXFER__NAME_MAX)
+        return MPIXFER_ERR_BAD_DESC;
+    if (len - CTRL_HEADER != sl + rl + pl)
+        return MPIXFER_ERR_BAD_DESC;
+    if (memchr(b + CTRL_HEADER, '\0', sl + rl) != NULL)
+        return MPIXFER_ERR_BAD_DESC;
+    out->kind = (mpixfer__ctrl_kind_t)b[4];
+    memcpy(out->sender, b + CTRL_HEADER, sl);
+    out->sender[sl] = '\0';
+    memcpy(out->receiver, b + CTRL_HEADER + sl, rl);
+    out->receiver[rl] = '\0';
+    out->payload = b + CTRL_HEADER + sl + rl;
+    out->payload_len = pl;
+    return MPIXFER_OK;
+}
+
+static void inbox_push(mpixfer_agent_t *agent, const char *sender, const void *data, size_t len)
+{
+    mpixfer__msg_t *m = calloc(1, sizeof(*m));
+
+    if (m == NULL || (m->sender = strdup(sender)) == NULL || (m->data = malloc(len + 1)) == NULL) {
+        if (m)
+            free(m->sender);
+        free(m);
+        LOG_ERROR("out of memory: sync message from '%s' to '%s' lost", sender, agent->name);
+        return;
+    }
+    if (len)
+        memcpy(m->data, data, len);
+    ((char *)m->data)[len] = '\0';
+    m->len = len;
+    if (agent->inbox_tail)
+        agent->inbox_tail->next = m;
+    else
+        agent->inbox_head = m;
+    agent->inbox_tail = m;
+}
+
+void mpixfer__inbox_clear(mpixfer_agent_t *agent)
+{
+    while (agent->inbox_head) {
+        mpixfer__msg_t *m = agent->inbox_head;
+        agent->inbox_head = m->next;
+        free(m->sender);
+        free(m->data);
+        free(m);
+    }
+    agent->inbox_tail = NULL;
+}
+
+static void on_desc_reply(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
+                          const mpixfer__ctrl_t *c)
+{
+    mpixfer__remote_t *r = mpixfer__find_remote(agent, c->sender);
+    mpixfer__desc_t desc;
+
+    if (r == NULL || !r->pending || r->rank != src) {
+        LOG_DEBUG("unrequested descriptor of '%s' for '%s' dropped", c->sender, agent->name);
+        return;
+    }
+    if (c->kind == MPIXFER__CTRL_DESC_NAK) {
+        LOG_WARN("rank %d has no agent '%s' (asked by '%s')", src, c->sender, agent->name);
+        r->pending = false;
+        return;
+    }
+    if (mpixfer__desc_decode(c->payload, c->payload_len, ctx->params.max_desc_regions, &desc) !=
+        MPIXFER_OK)
+        return;
+    if (desc.world_id != ctx->world_id || desc.rank != (uint32_t)src ||
+        strcmp(desc.name, c->sender) != 0) {
+        LOG_WARN("descriptor reply from rank %d does not describe '%s' of this world", src,
+                 c->sender);
+        mpixfer__desc_fini(&desc);
+        return;
+    }
+    mpixfer__agent_store_desc(agent, &desc);
+}
+
+/* Handle one control message from @p src (which may be this process). */
+static void dispatch(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
+{
+    mpixfer_agent_t *agent = mpixfer__find_local_agent(ctx, c->receiver);
+
+    if (agent == NULL) {
+        LOG_WARN("control message (kind %d) from '%s' (rank %d) for unknown agent '%s' dropped",
+                 (int)c->kind, c->sender, src, c->receiver);
+        if (c->kind == MPIXFER__CTRL_DESC_REQ)
+            mpixfer__ctrl_send(ctx, src, MPIXFER__CTRL_DESC_NAK, c->receiver, c->sender, NULL, 0);
+        return;
+    }
+    switch (c->kind) {
+    case MPIXFER__CTRL_SYNC:
+        inbox_push(agent, c->sender, c->payload, c->payload_len);
+        break;
+    case MPIXFER__CTRL_DESC_REQ: {
+        void *blob;
+        size_t len;
+        if (mpixfer__desc_encode(agent, &blob, &len) != MPIXFER_OK) {
+            mpixfer__ctrl_send(ctx, src, MPIXFER__CTRL_DESC_NAK, agent->name, c->sender, NULL, 0);
+            return;
+        }
+        mpixfer__ctrl_send(ctx, src, MPIXFER__CTRL_DESC_REP, agent->name, c->sender, blob, len);
+        free(blob);
+        break;
+    }
+    case MPIXFER__CTRL_DESC_REP:
+    case MPIXFER__CTRL_DESC_NAK:
+        on_desc_reply(ctx, src, agent, c);
+        break;
+    }
+}
+
+mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__ctrl_kind_t kind,
+                                    const char *sender, const char *receiver,
+                                    const void *payload, size_t len)
+{
+    unsigned char *buf;
+    size_t n;
+    mpixfer__send_t *s;
+    mpixfer_status_t st;
+    int rc;
+
+    if (rank == ctx->rank) {
+        mpixfer__ctrl_t c = {.kind = kind, .payload = payload, .payload_len = len};
+        /* Names were validated where they entered the library. */
+        strncpy(c.sender, sender, MPIXFER__NAME_MAX);
+        strncpy(c.receiver, receiver, MPIXFER__NAME_MAX);
+        dispatch(ctx, rank, &c);
+        return MPIXFER_OK;
+    }
+    st = ctrl_encode(kind, sender, receiver, payload, len, &buf, &n);
+    if (st != MPIXFER_OK)
+        return st;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        free(buf);
+        return MPIXFER_ERR_NO_MEMORY;
+    }
+    rc = MPI_Isend(buf, (int)n, MPI_BYTE, rank, MPIXFER__CTRL_TAG, ctx->comm, &s->req);
+    if (rc != MPI_SUCCESS) {
+        free(buf);
+        free(s);
+        return MPIXFER__MPI_ERR("MPI_Isend", rc);
+    }
+    s->buf = buf;
+    s->next = ctx->sends;
+    ctx->sends = s;
+    return MPIXFER_OK;
+}
+
+size_t mpixfer__sends_test(mpixfer_context_t *ctx)
+{
+    size_t left = 0;
+
+    for (mpixfer__send_t **pp = &ctx->sends; *pp != NULL;) {
+        mpixfer__send_t *s = *pp;
+        int done = 0;
+        int rc = MPI_Test(&s->req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            MPIXFER__MPI_ERR("MPI_Test (control send)", rc);
+            done = 1;
+        }
+        if (done) {
+            *pp = s->next;
+            free(s->buf);
+            free(s);
+        } else {
+            left++;
+            pp = &s->next;
+        }
+    }
+    return left;
+}
+
+int mpixfer__ctrl_poll(mpixfer_context_t *ctx)
+{
+    int handled = 0;
+
+    if (ctx->size == 1)
+        return 0;
+    /* Bounded so one busy sender cannot starve request completion. */
+    while (handled < 64) {
+        MPI_Message msg;
+        MPI_Status status;
+        int flag = 0, count = 0, rc;
+        unsigned char *buf;
+        mpixfer__ctrl_t c;
+
+        rc = MPI_Improbe(MPI_ANY_SOURCE, MPIXFER__CTRL_TAG, ctx->comm, &flag, &msg, &status);
+        if (rc != MPI_SUCCESS) {
+            MPIXFER__MPI_ERR("MPI_Improbe", rc);
+            break;
+        }
+        if (!flag)
+            break;
+        MPI_Get_count(&status, MPI_BYTE, &count);
+        buf = malloc(count > 0 ? (size_t)count : 1);
+        if (buf == NULL) {
+            /* The message must still leave the queue; receive it into nothing. */
+            unsigned char dummy;
+            LOG_ERROR("out of memory receiving a %d-byte control message; dropped", count);
+            MPI_Mrecv(&dummy, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+            handled++;
+            continue;
+        }
+        rc = MPI_Mrecv(buf, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        handled++;
+        if (rc != MPI_SUCCESS) {
+            MPIXFER__MPI_ERR("MPI_Mrecv", rc);
+            free(buf);
+            continue;
+        }
+        if (mpixfer__ctrl_decode(buf, (size_t)count, &c) != MPIXFER_OK)
+            LOG_WARN("malformed %d-byte control message from rank %d dropped", count,
+                     status.MPI_SOURCE);
+        else
+            dispatch(ctx, status.MPI_SOURCE, &c);
+        free(buf);
+    }
+    return handled;
+}
+
+/* ---------------------------------------------------------------- public */
+
+mpixfer_status_t mpixfer_notify_sync_message(mpixfer_agent_t *agent, const char *remote_name,
+                                             const void *msg, size_t len)
+{
+    mpixfer_context_t *ctx;
+    mpixfer__remote_t *r;
+    int rank = -1;
+    mpixfer_status_t st;
+
+    if (agent == NULL || remote_name == NULL || (msg == NULL && len > 0))
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent or remote_name is NULL, or msg is NULL "
+                                               "with a length");
+    ctx = agent->ctx;
+    if (len > ctx->params.max_sync_message)
+        MPIXFER__FAIL(MPIXFER_ERR_TOO_LARGE,
+                      "sync message of %zu bytes exceeds the limit of %zu "
+                      "(MPIXFER_MAX_SYNC_MESSAGE)",
+                      len, ctx->params.max_sync_message);
+    if (!mpixfer__name_valid(remote_name))
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "remote name must be 1..%d bytes",
+                      MPIXFER__NAME_MAX);
+
+    mpixfer__lock(ctx);
+    r = mpixfer__find_remote(agent, remote_name);
+    if (r != NULL && (r->loaded || r->pending))
+        rank = r->rank;
+    else if (mpixfer__find_local_agent(ctx, remote_name) != NULL)
+        rank = ctx->rank;
+    if (rank < 0) {
+        mpixfer__unlock(ctx);
+        MPIXFER__FAIL(MPIXFER_ERR_NOT_FOUND,
+                      "agent '%s' does not know '%s' (load it or bootstrap first)", agent->name,
+                      remote_name);
+    }
+    st = mpixfer__ctrl_send(ctx, rank, MPIXFER__CTRL_SYNC, agent->name, remote_name, msg, len);
+    mpixfer__progress_locked(ctx);
+    mpixfer__unlock(ctx);
+    return st;
+}
+
+mpixfer_status_t mpixfer_get_notified_sync_messages(mpixfer_agent_t *agent,
+                                                    mpixfer_sync_message_t **msgs_p,
+                                                    size_t *count_p)
+{
+    mpixfer_context_t *ctx;
+    mpixfer_sync_message_t *out;
+    size_t n = 0, i = 0;
+
+    if (agent == NULL || msgs_p == NULL || count_p == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, msgs_p or count_p is NULL");
+    ctx = agent->ctx;
+    mpixfer__lock(ctx);
+    mpixfer__progress_locked(ctx);
+    for (mpixfer__msg_t *m = agent->inbox_head; m != NULL; m = m->next)
+        n++;
+    if (n == 0) {
+        mpixfer__unlock(ctx);
+        *msgs_p = NULL;
+        *count_p = 0;
+        return MPIXFER_OK;
+    }
+    out = calloc(n, sizeof(*out));
+    if (out == NULL) {
+        mpixfer__unlock(ctx);
+        return MPIXFER_ERR_NO_MEMORY; /* the inbox is kept for the next call */
+    }
+    while (agent->inbox_head) {
+        mpixfer__msg_t *m = agent->inbox_head;
+        agent->inbox_head = m->next;
+        out[i].agent_name = m->sender;
+        out[i].data = m->data;
+        out[i].len = m->len;
+        i++;
+        free(m);
+    }
+    agent->inbox_tail = NULL;
+    mpixfer__unlock(ctx);
+    *msgs_p = out;
+    *count_p = n;
+    return MPIXFER_OK;
+}
+
+void mpixfer_sync_messages_free(mpixfer_sync_message_t *msgs, size_t count)
+{
+    if (msgs == NULL)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        free(msgs[i].agent_name);
+        free(msgs[i].data);
+    }
+    free(msgs);
+}

@@ -1,0 +1,308 @@
+/* Transfer requests: validate everything, issue, then flush and notify on completion. */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+static mpixfer_status_t check_list(const mpixfer_mem_descs_t *l, const char *which)
+{
+    mpixfer_status_t st;
+
+    if (l->count == 0 || l->descs == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "%s list is empty (count %zu, descs %p)", which,
+                      l->count, (const void *)l->descs);
+    st = mpixfer__check_mem_type(l->type);
+    if (st != MPIXFER_OK)
+        return st;
+    return MPIXFER_OK;
+}
+
+static void unpin(mpixfer_request_t *x)
+{
+    for (size_t i = 0; i < x->npins; i++)
+        x->pins[i]->pins--;
+    free(x->pins);
+    x->pins = NULL;
+    x->npins = 0;
+}
+
+static void request_release(mpixfer_request_t *x)
+{
+    free(x->pins);
+    free(x->remote_name);
+    free(x->sync);
+    free(x);
+}
+
+/* Moves a request to its final state: sends the sync message after success, drops pins. */
+static void complete(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_status_t st)
+{
+    if (st == MPIXFER_OK && x->has_sync) {
+        st = mpixfer__ctrl_send(ctx, x->target_rank, MPIXFER__CTRL_SYNC, x->agent->name,
+                                x->remote_name, x->sync, x->sync_len);
+        if (st != MPIXFER_OK)
+            LOG_ERROR("transfer to '%s' done but its sync message failed: %s", x->remote_name,
+                      mpixfer_strerror(st));
+    }
+    unpin(x);
+    x->agent = NULL;
+    atomic_store(&x->status, st);
+    atomic_store(&x->state, st == MPIXFER_OK ? MPIXFER_STATE_SUCCESS : MPIXFER_STATE_FAILURE);
+}
+
+int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
+{
+    int flushed[16], nflushed = 0, done = 0;
+    mpixfer_request_t **pp = &ctx->pending_head, *prev = NULL;
+
+    while (*pp != NULL) {
+        mpixfer_request_t *x = *pp;
+        mpixfer_status_t st = MPIXFER_OK;
+        bool seen = false;
+
+        if (only != NULL && x->agent != only) {
+            prev = x;
+            pp = &x->next_pending;
+            continue;
+        }
+        /* One flush per target completes every request to it issued so far. */
+        for (int i = 0; i < nflushed; i++)
+            seen = seen || flushed[i] == x->target_rank;
+        if (!seen) {
+            st = mpixfer__rma_flush(ctx, x->target_rank);
+            if (st == MPIXFER_OK && nflushed < 16)
+                flushed[nflushed++] = x->target_rank;
+        }
+        *pp = x->next_pending;
+        if (ctx->pending_tail == x)
+            ctx->pending_tail = prev;
+        complete(ctx, x, st);
+        if (x->orphaned)
+            request_release(x);
+        done++;
+    }
+    return done;
+}
+
+/* Validates one side's descriptors; pins local regions into x->pins. */
+static mpixfer_status_t validate(mpixfer_agent_t *agent, const mpixfer_transfer_request_t *req,
+                                 mpixfer__remote_t *r, mpixfer_agent_t *local_target,
+                                 mpixfer_request_t *x)
+{
+    const mpixfer_mem_desc_t *s = req->src.descs, *d = req->dst.descs;
+    mpixfer__region_t *last = NULL;
+    size_t n = req->src.count;
+    mpixfer_status_t st;
+
+    x->pins = malloc(n * sizeof(*x->pins));
+    if (x->pins == NULL)
+        return MPIXFER_ERR_NO_MEMORY;
+    for (size_t i = 0; i < n; i++) {
+        mpixfer__region_t *reg = NULL;
+
+        if (s[i].len != d[i].len)
+            MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "pair %zu: src length %zu != dst length %zu",
+                          i, s[i].len, d[i].len);
+        if (s[i].len == 0 || s[i].addr + s[i].len < s[i].addr || d[i].addr + d[i].len < d[i].addr)
+            MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "pair %zu is empty or wraps", i);
+        /* The last region found usually holds the next block too. */
+        if (last != NULL && s[i].addr >= last->addr &&
+            s[i].addr + s[i].len <= last->addr + last->len)
+            reg = last;
+        else {
+            st = mpixfer__agent_find_region(agent, req->src.type, &s[i], &reg);
+            if (st != MPIXFER_OK)
+                MPIXFER__FAIL(st, "src %zu [%#lx, +%zu) is %s agent '%s' registered", i,
+                              (unsigned long)s[i].addr, s[i].len,
+                              st == MPIXFER_ERR_NOT_FOUND ? "in no region" : "past the region",
+                              agent->name);
+        }
+        if (reg != last)
+            x->pins[x->npins++] = reg;
+        last = reg;
+
+        st = mpixfer__desc_find(&r->desc, req->dst.type, &d[i]);
+        if (st == MPIXFER_OK && local_target != NULL) {
+            mpixfer__region_t *treg;
+            /* Same process: the target's live registrations must hold it too. */
+            st = mpixfer__agent_find_region(local_target, req->dst.type, &d[i], &treg);
+        }
+        if (st != MPIXFER_OK)
+            MPIXFER__FAIL(st, "dst %zu [%#lx, +%zu) is %s '%s' advertised", i,
+                          (unsigned long)d[i].addr, d[i].len,
+                          st == MPIXFER_ERR_NOT_FOUND ? "in no region" : "past the region",
+                          r->name);
+    }
+    return MPIXFER_OK;
+}
+
+mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
+                                         const mpixfer_transfer_request_t *req,
+                                         mpixfer_request_t **xfer_p)
+{
+    mpixfer_context_t *ctx;
+    mpixfer__remote_t *r;
+    mpixfer_agent_t *local_target = NULL;
+    mpixfer_request_t *x;
+    mpixfer_status_t st;
+
+    if (agent == NULL || req == NULL || xfer_p == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, req or xfer_p is NULL");
+    ctx = agent->ctx;
+    if (req->op != MPIXFER_OP_READ && req->op != MPIXFER_OP_WRITE)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "op %d is neither READ nor WRITE", (int)req->op);
+    if (req->remote_name == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "remote_name is NULL");
+    if (req->sync_message == NULL && req->sync_message_len > 0)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "sync_message is NULL with a length");
+    if (req->sync_message_len > ctx->params.max_sync_message)
+        MPIXFER__FAIL(MPIXFER_ERR_TOO_LARGE, "sync message of %zu bytes exceeds the limit %zu",
+                      req->sync_message_len, ctx->params.max_sync_message);
+    if ((st = check_list(&req->src, "src")) != MPIXFER_OK ||
+        (st = check_list(&req->dst, "dst")) != MPIXFER_OK)
+        return st;
+    if (req->src.count != req->dst.count)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "src has %zu descriptors, dst %zu", req->src.count,
+                      req->dst.count);
+
+    x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return MPIXFER_ERR_NO_MEMORY;
+    x->ctx = ctx;
+    atomic_init(&x->state, MPIXFER_STATE_IN_PROGRESS);
+    atomic_init(&x->status, MPIXFER_IN_PROGRESS);
+    x->has_sync = req->sync_message != NULL;
+    x->remote_name = strdup(req->remote_name);
+    if (x->remote_name == NULL) {
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto err_x;
+    }
+    if (x->has_sync) {
+        x->sync = malloc(req->sync_message_len ? req->sync_message_len : 1);
+        if (x->sync == NULL) {
+            st = MPIXFER_ERR_NO_MEMORY;
+            goto err_x;
+        }
+        memcpy(x->sync, req->sync_message, req->sync_message_len);
+        x->sync_len = req->sync_message_len;
+    }
+
+    mpixfer__lock(ctx);
+    r = mpixfer__find_remote(agent, req->remote_name);
+    if (r == NULL || !r->loaded) {
+        LOG_WARN("agent '%s' has not loaded '%s'", agent->name, req->remote_name);
+        st = MPIXFER_ERR_NOT_FOUND;
+        goto err_locked;
+    }
+    if (r->rank == ctx->rank) {
+        local_target = mpixfer__find_local_agent(ctx, r->name);
+        if (local_target == NULL) {
+            LOG_WARN("agent '%s' no longer exists in this process", r->name);
+            st = MPIXFER_ERR_NOT_FOUND;
+            goto err_locked;
+        }
+    }
+    st = validate(agent, req, r, local_target, x);
+    if (st != MPIXFER_OK)
+        goto err_locked;
+    for (size_t i = 0; i < x->npins; i++)
+        x->pins[i]->pins++;
+    x->agent = agent;
+    x->target_rank = r->rank;
+
+    st = mpixfer__rma_issue(ctx, req->op, r->rank, req->src.descs, req->dst.descs,
+                            req->src.count);
+    if (st != MPIXFER_OK) {
+        /* Ops issued before the failure must finish before the caller reuses buffers. */
+        mpixfer__rma_flush(ctx, r->rank);
+        unpin(x);
+        goto err_locked;
+    }
+    if (local_target != NULL) {
+        complete(ctx, x, MPIXFER_OK);
+    } else {
+        if (ctx->pending_tail)
+            ctx->pending_tail->next_pending = x;
+        else
+            ctx->pending_head = x;
+        ctx->pending_tail = x;
+    }
+    mpixfer__unlock(ctx);
+    *xfer_p = x;
+    return MPIXFER_OK;
+
+err_locked:
+    mpixfer__unlock(ctx);
+err_x:
+    request_release(x);
+    return st;
+}
+
+bool mpixfer_request_is_completed(mpixfer_request_t *xfer)
+{
+    return mpixfer_request_wait(xfer, 0) != MPIXFER_STATE_IN_PROGRESS;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms)
+{
+    int64_t deadline;
+    mpixfer_context_t *ctx;
+
+    if (xfer == NULL) {
+        LOG_WARN("request is NULL");
+        return MPIXFER_STATE_FAILURE;
+    }
+    if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
+        return (mpixfer_state_t)atomic_load(&xfer->state);
+    ctx = xfer->ctx;
+    deadline = timeout_ms > 0 ? now_ns() + timeout_ms * 1000000 : 0;
+    for (;;) {
+        mpixfer__lock(ctx);
+        mpixfer__progress_locked(ctx);
+        mpixfer__unlock(ctx);
+        if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
+            return (mpixfer_state_t)atomic_load(&xfer->state);
+        if (timeout_ms == 0 || (timeout_ms > 0 && now_ns() >= deadline))
+            return MPIXFER_STATE_IN_PROGRESS;
+        sched_yield();
+    }
+}
+
+mpixfer_status_t mpixfer_request_status(const mpixfer_request_t *xfer)
+{
+    if (xfer == NULL)
+        return MPIXFER_ERR_INVALID_ARG;
+    return (mpixfer_status_t)atomic_load(&((mpixfer_request_t *)xfer)->status);
+}
+
+void mpixfer_request_free(mpixfer_request_t *xfer)
+{
+    mpixfer_context_t *ctx;
+
+    if (xfer == NULL)
+        return;
+    if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS) {
+        request_release(xfer);
+        return;
+    }
+    ctx = xfer->ctx;
+    mpixfer__lock(ctx);
+    /* Completion happens under the lock, so this check cannot race it. */
+    if (atomic_load(&xfer->state) == MPIXFER_STATE_IN_PROGRESS) {
+        xfer->orphaned = true;
+        mpixfer__unlock(ctx);
+        return;
+    }
+    mpixfer__unlock(ctx);
+    request_release(xfer);
+}

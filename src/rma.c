@@ -1,0 +1,71 @@
+/* One-sided data movement: MPI_Put / MPI_Get on the dynamic window, or a direct copy when
+ * the target lives in this process. */
+#include <string.h>
+
+#include "internal.h"
+
+static int issue_one(mpixfer_context_t *ctx, mpixfer_op_t op, int rank, uintptr_t local,
+                     uintptr_t remote, size_t len)
+{
+    /* MPI counts are int: split what a single op cannot carry. */
+    while (len > 0) {
+        size_t n = len < MPIXFER__MAX_OP_BYTES ? len : MPIXFER__MAX_OP_BYTES;
+        int rc;
+        /* On a dynamic window the displacement is the target's absolute address. */
+        if (op == MPIXFER_OP_WRITE)
+            rc = MPI_Put((const void *)local, (int)n, MPI_BYTE, rank, (MPI_Aint)remote, (int)n,
+                         MPI_BYTE, ctx->win);
+        else
+            rc = MPI_Get((void *)local, (int)n, MPI_BYTE, rank, (MPI_Aint)remote, (int)n,
+                         MPI_BYTE, ctx->win);
+        if (rc != MPI_SUCCESS)
+            return rc;
+        local += n;
+        remote += n;
+        len -= n;
+    }
+    return MPI_SUCCESS;
+}
+
+mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
+                                    const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
+                                    size_t count)
+{
+    size_t i = 0;
+
+    while (i < count) {
+        uintptr_t s = src[i].addr, d = dst[i].addr;
+        size_t len = src[i].len;
+        int rc;
+
+        /* Pairs contiguous on both sides become one op: KV blocks of one sequence are
+         * often adjacent in both pools. */
+        while (i + 1 < count && src[i + 1].addr == s + len && dst[i + 1].addr == d + len)
+            len += src[++i].len;
+        i++;
+
+        if (rank == ctx->rank) {
+            if (op == MPIXFER_OP_WRITE)
+                memmove((void *)d, (const void *)s, len);
+            else
+                memmove((void *)s, (const void *)d, len);
+            continue;
+        }
+        rc = issue_one(ctx, op, rank, s, d, len);
+        if (rc != MPI_SUCCESS)
+            return MPIXFER__MPI_ERR(op == MPIXFER_OP_WRITE ? "MPI_Put" : "MPI_Get", rc);
+    }
+    return MPIXFER_OK;
+}
+
+mpixfer_status_t mpixfer__rma_flush(mpixfer_context_t *ctx, int rank)
+{
+    int rc;
+
+    if (rank == ctx->rank || !ctx->has_win)
+        return MPIXFER_OK;
+    rc = MPI_Win_flush(rank, ctx->win);
+    if (rc != MPI_SUCCESS)
+        return MPIXFER__MPI_ERR("MPI_Win_flush", rc);
+    return MPIXFER_OK;
+}
