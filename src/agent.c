@@ -324,8 +324,8 @@ mpixfer_status_t mpixfer_deregister_memory(mpixfer_agent_t *agent,
         return MPIXFER_ERR_NO_MEMORY;
 
     mpixfer__lock(ctx);
-    /* Completed requests release their pins only when progress sees them. */
-    mpixfer__requests_progress(ctx, agent);
+    /* No progress here on purpose: a request stays in flight (and its memory busy) until
+     * wait, a poll or the progress thread has seen it complete. */
     for (size_t i = 0; i < n; i++) {
         const mpixfer_mem_desc_t *d = &descs->descs[i];
         mpixfer__region_t key = {d->addr, d->len, descs->type,
