@@ -109,10 +109,16 @@ typedef struct {
     /** Largest number of regions one agent descriptor may carry on decode; 0 = default
      *  (1 << 20). Bounds what a hostile peer can make us allocate. */
     size_t max_desc_regions;
+    /** Staged GPU path: bytes per bounce-buffer chunk; 0 = default (4 MiB), or the
+     *  environment variable MPIXFER_GPU_CHUNK. */
+    size_t gpu_chunk_size;
+    /** Staged GPU path: chunks in flight per request; 0 = default (4), or
+     *  MPIXFER_GPU_PIPELINE. */
+    unsigned gpu_pipeline_depth;
 } mpixfer_context_params_t;
 
 /** Defaults for mpixfer_context_params_t. */
-#define MPIXFER_CONTEXT_PARAMS_INIT {0, 0}
+#define MPIXFER_CONTEXT_PARAMS_INIT {0, 0, 0, 0}
 
 /**
  * @brief Create a context over @p comm. Collective over @p comm.
@@ -165,6 +171,27 @@ MPIXFER_API int mpixfer_context_size(const mpixfer_context_t *ctx);
 /** @brief The world id agreed at creation; tells this context's descriptors from others. */
 MPIXFER_API uint64_t mpixfer_context_world_id(const mpixfer_context_t *ctx);
 
+/** How a context moves VRAM. */
+typedef enum {
+    /** No usable GPU (or built without CUDA): VRAM calls return MPIXFER_ERR_UNSUPPORTED. */
+    MPIXFER_GPU_PATH_NONE = 0,
+    /** MPI is CUDA-aware: RMA straight on device memory. */
+    MPIXFER_GPU_PATH_DIRECT = 1,
+    /** MPI is not CUDA-aware: chunks move through pinned host bounce buffers, and the
+     *  target agent takes part (its progress thread or its next library call). */
+    MPIXFER_GPU_PATH_STAGED = 2
+} mpixfer_gpu_path_t;
+
+/**
+ * @brief The GPU path chosen at context creation: direct when MPI reports CUDA support
+ *        (MPIX_Query_cuda_support), else staged; MPIXFER_GPU_PATH=direct|staged forces one.
+ *        Also logged at info level.
+ */
+MPIXFER_API mpixfer_gpu_path_t mpixfer_context_gpu_path(const mpixfer_context_t *ctx);
+
+/** @brief "none", "direct" or "staged"; a static string. */
+MPIXFER_API const char *mpixfer_gpu_path_name(mpixfer_gpu_path_t path);
+
 /* ------------------------------------------------------------------ agents */
 
 /** How an agent is created; start from MPIXFER_AGENT_CONFIG_INIT. */
@@ -210,8 +237,8 @@ MPIXFER_API const char *mpixfer_agent_name(const mpixfer_agent_t *agent);
 
 /* ------------------------------------------------------------------ memory */
 
-/** Memory kinds of the contract. This build moves DRAM; the others are refused with
- *  MPIXFER_ERR_UNSUPPORTED. */
+/** Memory kinds of the contract. DRAM always; VRAM when a CUDA device is usable (see
+ *  mpixfer_context_gpu_path()); BLK, OBJ and FILE are refused with MPIXFER_ERR_UNSUPPORTED. */
 typedef enum {
     MPIXFER_MEM_DRAM = 0,
     MPIXFER_MEM_VRAM = 1,

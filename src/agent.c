@@ -15,6 +15,10 @@ mpixfer_status_t mpixfer__check_mem_type(mpixfer_mem_type_t type)
     case MPIXFER_MEM_DRAM:
         return MPIXFER_OK;
     case MPIXFER_MEM_VRAM:
+        if (mpixfer__gpu_available())
+            return MPIXFER_OK;
+        MPIXFER__FAIL(MPIXFER_ERR_UNSUPPORTED, "VRAM is not available: %s",
+                      mpixfer__gpu_unavailable_reason());
     case MPIXFER_MEM_BLK:
     case MPIXFER_MEM_OBJ:
     case MPIXFER_MEM_FILE:
@@ -116,15 +120,22 @@ mpixfer_status_t mpixfer_agent_destroy(mpixfer_agent_t *agent)
 
     mpixfer__lock(ctx);
     /* Requests in flight use our registrations: finish them before those go. */
-    while (mpixfer__requests_progress(ctx, agent) > 0)
-        ;
+    for (;;) {
+        bool mine = false;
+        for (mpixfer_request_t *x = ctx->pending_head; x != NULL && !mine; x = x->next_pending)
+            mine = x->agent == agent;
+        if (!mine)
+            break;
+        mpixfer__progress_locked(ctx);
+    }
     for (mpixfer_agent_t **pp = &ctx->agents; *pp != NULL; pp = &(*pp)->next)
         if (*pp == agent) {
             *pp = agent->next;
             break;
         }
     for (size_t i = 0; i < agent->nregions; i++) {
-        mpixfer__registry_remove(ctx, agent->regions[i]->addr, agent->regions[i]->len);
+        if (agent->regions[i]->attached)
+            mpixfer__registry_remove(ctx, agent->regions[i]->addr, agent->regions[i]->len);
         free(agent->regions[i]);
     }
     free(agent->regions);
@@ -205,6 +216,9 @@ static mpixfer_status_t check_descs(const mpixfer_mem_descs_t *descs)
             MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG,
                           "descriptor %zu [%#lx, +%zu) is empty, NULL or wraps", i,
                           (unsigned long)d->addr, d->len);
+        st = mpixfer__gpu_check_desc(descs->type, d);
+        if (st != MPIXFER_OK)
+            return st;
     }
     return MPIXFER_OK;
 }
@@ -236,7 +250,7 @@ mpixfer_status_t mpixfer_register_memory(mpixfer_agent_t *agent, const mpixfer_m
         *fresh[i] = (mpixfer__region_t){descs->descs[i].addr, descs->descs[i].len, descs->type,
                                         descs->type == MPIXFER_MEM_VRAM ? descs->descs[i].device_id
                                                                         : 0,
-                                        0};
+                                        0, false};
     }
     qsort(fresh, n, sizeof(*fresh), region_ptr_cmp);
     for (size_t i = 1; i < n; i++)
@@ -271,13 +285,18 @@ mpixfer_status_t mpixfer_register_memory(mpixfer_agent_t *agent, const mpixfer_m
         agent->cap_regions = ncap;
     }
     for (added = 0; added < n; added++) {
+        /* Staged VRAM is reached through the target's copies, never by RMA. */
+        if (fresh[added]->type == MPIXFER_MEM_VRAM && ctx->gpu_path != MPIXFER_GPU_PATH_DIRECT)
+            continue;
         st = mpixfer__registry_add(ctx, fresh[added]->addr, fresh[added]->len);
         if (st != MPIXFER_OK)
             break;
+        fresh[added]->attached = true;
     }
     if (st != MPIXFER_OK) {
         while (added-- > 0)
-            mpixfer__registry_remove(ctx, fresh[added]->addr, fresh[added]->len);
+            if (fresh[added]->attached)
+                mpixfer__registry_remove(ctx, fresh[added]->addr, fresh[added]->len);
         mpixfer__unlock(ctx);
         goto err_fresh;
     }
@@ -329,7 +348,7 @@ mpixfer_status_t mpixfer_deregister_memory(mpixfer_agent_t *agent,
     for (size_t i = 0; i < n; i++) {
         const mpixfer_mem_desc_t *d = &descs->descs[i];
         mpixfer__region_t key = {d->addr, d->len, descs->type,
-                                 descs->type == MPIXFER_MEM_VRAM ? d->device_id : 0, 0};
+                                 descs->type == MPIXFER_MEM_VRAM ? d->device_id : 0, 0, false};
         idx[i] = find_exact(agent, &key);
         if (idx[i] < 0) {
             LOG_WARN("agent '%s' has no registration [%#lx, +%zu)", agent->name,
@@ -353,7 +372,8 @@ mpixfer_status_t mpixfer_deregister_memory(mpixfer_agent_t *agent,
     }
     for (size_t i = 0; i < n; i++) {
         mpixfer__region_t *r = agent->regions[idx[i]];
-        mpixfer__registry_remove(ctx, r->addr, r->len);
+        if (r->attached)
+            mpixfer__registry_remove(ctx, r->addr, r->len);
         free(r);
         agent->regions[idx[i]] = NULL;
     }

@@ -110,6 +110,18 @@ mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
             env_size("MPIXFER_MAX_SYNC_MESSAGE", MPIXFER__DEFAULT_MAX_SYNC);
     if (ctx->params.max_desc_regions == 0)
         ctx->params.max_desc_regions = MPIXFER__DEFAULT_MAX_REGIONS;
+    if (ctx->params.gpu_chunk_size == 0)
+        ctx->params.gpu_chunk_size = env_size("MPIXFER_GPU_CHUNK", (size_t)4 << 20);
+    if (ctx->params.gpu_chunk_size == 0 || ctx->params.gpu_chunk_size > ((size_t)1 << 30)) {
+        LOG_WARN("GPU chunk size %zu out of range (1 B .. 1 GiB); using 4 MiB",
+                 ctx->params.gpu_chunk_size);
+        ctx->params.gpu_chunk_size = (size_t)4 << 20;
+    }
+    if (ctx->params.gpu_pipeline_depth == 0)
+        ctx->params.gpu_pipeline_depth = (unsigned)env_size("MPIXFER_GPU_PIPELINE", 4);
+    if (ctx->params.gpu_pipeline_depth == 0 || ctx->params.gpu_pipeline_depth > 64)
+        ctx->params.gpu_pipeline_depth = 4;
+    ctx->gpu_path = mpixfer__gpu_choose_path();
 
     pthread_mutexattr_init(&attr);
     /* Recursive: completion callbacks (local delivery) re-enter the library. */
@@ -156,9 +168,12 @@ mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
         ctx->has_win = true;
     }
 
-    LOG_INFO("context: rank %d of %d, world id %016llx, thread level %d, window %s", ctx->rank,
-             ctx->size, (unsigned long long)ctx->world_id, ctx->thread_level,
-             ctx->has_win ? "dynamic" : "none (one process)");
+    LOG_INFO("context: rank %d of %d, world id %016llx, thread level %d, window %s, GPU path "
+             "%s%s%s",
+             ctx->rank, ctx->size, (unsigned long long)ctx->world_id, ctx->thread_level,
+             ctx->has_win ? "dynamic" : "none (one process)", mpixfer_gpu_path_name(ctx->gpu_path),
+             ctx->gpu_path == MPIXFER_GPU_PATH_NONE ? ": " : "",
+             ctx->gpu_path == MPIXFER_GPU_PATH_NONE ? mpixfer__gpu_unavailable_reason() : "");
     *ctx_p = ctx;
     return MPIXFER_OK;
 

@@ -28,6 +28,7 @@ typedef struct mpixfer__region {
     mpixfer_mem_type_t type;
     uint32_t device;
     unsigned pins; /* in-flight requests of the owning agent that use it */
+    bool attached; /* holds a reference in the window's attach set */
 } mpixfer__region_t;
 
 /* A region as carried in a descriptor. */
@@ -76,8 +77,32 @@ typedef struct {
 typedef struct mpixfer__send {
     MPI_Request req;
     void *buf;
+    bool pinned; /* from mpixfer__gpu_host_alloc */
     struct mpixfer__send *next;
 } mpixfer__send_t;
+
+/* A chunk of a staged transfer awaiting its answer. */
+typedef struct {
+    uint64_t seq;
+    uintptr_t local;
+    size_t len;
+    bool busy;
+} mpixfer__chunk_t;
+
+/* Staged GPU transfer: pairs split into chunks that travel as control messages; the
+ * target copies them into (or out of) its memory and answers each one. */
+typedef struct {
+    uint64_t id;
+    mpixfer_op_t op;
+    mpixfer_mem_type_t ltype, rtype;
+    mpixfer_mem_desc_t *local, *remote; /* copies of the request's lists */
+    size_t npairs;
+    size_t pair, off; /* next chunk to post */
+    uint64_t next_seq;
+    unsigned inflight;
+    mpixfer__chunk_t *chunks; /* pipeline depth entries */
+    mpixfer_status_t err;
+} mpixfer__staged_t;
 
 struct mpixfer_agent {
     mpixfer_context_t *ctx;
@@ -104,6 +129,7 @@ struct mpixfer_request {
     mpixfer__region_t **pins;
     size_t npins;
     bool orphaned; /* freed by the user while in flight: progress frees it */
+    mpixfer__staged_t *staged; /* NULL for RMA transfers */
     struct mpixfer_request *next_pending;
 };
 
@@ -115,6 +141,8 @@ struct mpixfer_context {
     MPI_Win win;
     bool has_win;
     mpixfer_context_params_t params;
+    mpixfer_gpu_path_t gpu_path;
+    uint64_t next_request_id;
     pthread_mutex_t lock; /* recursive; guards everything below and every MPI call */
 
     mpixfer_agent_t *agents;
@@ -170,7 +198,11 @@ typedef enum {
     MPIXFER__CTRL_SYNC = 1,     /* sync message: payload = user bytes */
     MPIXFER__CTRL_DESC_REQ = 2, /* "send me your descriptor" */
     MPIXFER__CTRL_DESC_REP = 3, /* payload = descriptor */
-    MPIXFER__CTRL_DESC_NAK = 4  /* no such agent here */
+    MPIXFER__CTRL_DESC_NAK = 4, /* no such agent here */
+    MPIXFER__CTRL_XWRITE = 5,   /* staged chunk to copy into the receiver's memory */
+    MPIXFER__CTRL_XACK = 6,     /* answer to XWRITE */
+    MPIXFER__CTRL_XREAD = 7,    /* ask for a chunk of the receiver's memory */
+    MPIXFER__CTRL_XDATA = 8     /* answer to XREAD, with the bytes */
 } mpixfer__ctrl_kind_t;
 
 typedef struct {
@@ -183,6 +215,14 @@ typedef struct {
 
 /* Untrusted bytes from the wire: everything checked; payload points into @p buf. */
 mpixfer_status_t mpixfer__ctrl_decode(const void *buf, size_t len, mpixfer__ctrl_t *out);
+/* A control message buffer with room for @p len payload bytes at *payload_p, to fill and
+ * then hand to mpixfer__ctrl_post. Pinned when @p pinned (device copies into it). */
+mpixfer_status_t mpixfer__ctrl_alloc(mpixfer__ctrl_kind_t kind, const char *sender,
+                                     const char *receiver, size_t len, bool pinned,
+                                     unsigned char **buf_p, size_t *n_p, void **payload_p);
+/* Isend a buffer from mpixfer__ctrl_alloc to another rank; takes ownership. Lock held. */
+mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, int rank, unsigned char *buf, size_t n,
+                                    bool pinned);
 /* Send a control message; to this process it is dispatched directly. Lock held. */
 mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__ctrl_kind_t kind,
                                     const char *sender, const char *receiver,
@@ -199,6 +239,30 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
                                     size_t count);
 mpixfer_status_t mpixfer__rma_flush(mpixfer_context_t *ctx, int rank);
+
+/* --------------------------------------------------------------- gpu.c */
+bool mpixfer__gpu_available(void);
+bool mpixfer__gpu_emulated(void);
+const char *mpixfer__gpu_unavailable_reason(void);
+/* VRAM: device memory of d->device_id over the whole range; DRAM: not device memory. */
+mpixfer_status_t mpixfer__gpu_check_desc(mpixfer_mem_type_t type, const mpixfer_mem_desc_t *d);
+/* Copy in any direction between host and device memory (synchronous). */
+mpixfer_status_t mpixfer__gpu_copy(void *dst, const void *src, size_t len);
+void *mpixfer__gpu_host_alloc(size_t len);
+void mpixfer__gpu_host_free(void *p);
+bool mpixfer__mpi_gpu_aware(void);
+mpixfer_gpu_path_t mpixfer__gpu_choose_path(void);
+
+/* ----------------------------------------------------------- staging.c */
+/* Plan a staged transfer for request @p x. Lock held. */
+mpixfer_status_t mpixfer__staged_start(mpixfer_context_t *ctx, mpixfer_request_t *x,
+                                       const mpixfer_transfer_request_t *req);
+/* Post chunks up to the pipeline depth; true when every chunk is answered. Lock held. */
+bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work);
+void mpixfer__staged_free(mpixfer__staged_t *s);
+/* Handlers for the staged control messages (from dispatch). Lock held. */
+void mpixfer__staged_on_message(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
+                                const mpixfer__ctrl_t *c);
 
 /* ----------------------------------------------------------- request.c */
 /* Complete pending requests (flush, then sync message). Lock held. Returns work done. */

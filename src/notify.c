@@ -35,17 +35,17 @@ static uint32_t get32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static mpixfer_status_t ctrl_encode(mpixfer__ctrl_kind_t kind, const char *sender,
-                                    const char *receiver, const void *payload, size_t len,
-                                    unsigned char **buf_p, size_t *len_p)
+mpixfer_status_t mpixfer__ctrl_alloc(mpixfer__ctrl_kind_t kind, const char *sender,
+                                     const char *receiver, size_t len, bool pinned,
+                                     unsigned char **buf_p, size_t *n_p, void **payload_p)
 {
     size_t sl = strlen(sender), rl = strlen(receiver), n;
     unsigned char *b;
 
-    if (len > UINT32_MAX - CTRL_HEADER - 2 * MPIXFER__NAME_MAX || len > INT32_MAX / 2)
+    if (len > INT32_MAX - CTRL_HEADER - 2 * MPIXFER__NAME_MAX)
         return MPIXFER_ERR_TOO_LARGE;
     n = CTRL_HEADER + sl + rl + len;
-    b = malloc(n);
+    b = pinned ? mpixfer__gpu_host_alloc(n) : malloc(n);
     if (b == NULL)
         return MPIXFER_ERR_NO_MEMORY;
     memcpy(b, CTRL_MAGIC, 4);
@@ -57,10 +57,9 @@ static mpixfer_status_t ctrl_encode(mpixfer__ctrl_kind_t kind, const char *sende
     put32(b + 12, (uint32_t)len);
     memcpy(b + CTRL_HEADER, sender, sl);
     memcpy(b + CTRL_HEADER + sl, receiver, rl);
-    if (len)
-        memcpy(b + CTRL_HEADER + sl + rl, payload, len);
+    *payload_p = b + CTRL_HEADER + sl + rl;
     *buf_p = b;
-    *len_p = n;
+    *n_p = n;
     return MPIXFER_OK;
 }
 
@@ -72,7 +71,7 @@ mpixfer_status_t mpixfer__ctrl_decode(const void *buf, size_t len, mpixfer__ctrl
     if (buf == NULL || len < CTRL_HEADER || memcmp(b, CTRL_MAGIC, 4) != 0 || b[5] != 0 ||
         get16(b + 10) != 0)
         return MPIXFER_ERR_BAD_DESC;
-    if (b[4] < MPIXFER__CTRL_SYNC || b[4] > MPIXFER__CTRL_DESC_NAK)
+    if (b[4] < MPIXFER__CTRL_SYNC || b[4] > MPIXFER__CTRL_XDATA)
         return MPIXFER_ERR_BAD_DESC;
     sl = get16(b + 6);
     rl = get16(b + 8);
@@ -186,6 +185,12 @@ static void dispatch(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
     case MPIXFER__CTRL_DESC_NAK:
         on_desc_reply(ctx, src, agent, c);
         break;
+    case MPIXFER__CTRL_XWRITE:
+    case MPIXFER__CTRL_XACK:
+    case MPIXFER__CTRL_XREAD:
+    case MPIXFER__CTRL_XDATA:
+        mpixfer__staged_on_message(ctx, src, agent, c);
+        break;
     }
 }
 
@@ -195,9 +200,8 @@ mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__c
 {
     unsigned char *buf;
     size_t n;
-    mpixfer__send_t *s;
+    void *dst;
     mpixfer_status_t st;
-    int rc;
 
     if (rank == ctx->rank) {
         mpixfer__ctrl_t c = {.kind = kind, .payload = payload, .payload_len = len};
@@ -207,21 +211,40 @@ mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__c
         dispatch(ctx, rank, &c);
         return MPIXFER_OK;
     }
-    st = ctrl_encode(kind, sender, receiver, payload, len, &buf, &n);
+    st = mpixfer__ctrl_alloc(kind, sender, receiver, len, false, &buf, &n, &dst);
     if (st != MPIXFER_OK)
         return st;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL) {
+    if (len)
+        memcpy(dst, payload, len);
+    return mpixfer__ctrl_post(ctx, rank, buf, n, false);
+}
+
+static void send_buf_free(void *buf, bool pinned)
+{
+    if (pinned)
+        mpixfer__gpu_host_free(buf);
+    else
         free(buf);
+}
+
+mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, int rank, unsigned char *buf, size_t n,
+                                    bool pinned)
+{
+    mpixfer__send_t *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (s == NULL) {
+        send_buf_free(buf, pinned);
         return MPIXFER_ERR_NO_MEMORY;
     }
     rc = MPI_Isend(buf, (int)n, MPI_BYTE, rank, MPIXFER__CTRL_TAG, ctx->comm, &s->req);
     if (rc != MPI_SUCCESS) {
-        free(buf);
+        send_buf_free(buf, pinned);
         free(s);
         return MPIXFER__MPI_ERR("MPI_Isend", rc);
     }
     s->buf = buf;
+    s->pinned = pinned;
     s->next = ctx->sends;
     ctx->sends = s;
     return MPIXFER_OK;
@@ -241,7 +264,7 @@ size_t mpixfer__sends_test(mpixfer_context_t *ctx)
         }
         if (done) {
             *pp = s->next;
-            free(s->buf);
+            send_buf_free(s->buf, s->pinned);
             free(s);
         } else {
             left++;

@@ -31,6 +31,7 @@ static void unpin(mpixfer_request_t *x)
 
 static void request_release(mpixfer_request_t *x)
 {
+    mpixfer__staged_free(x->staged);
     free(x->pins);
     free(x->remote_name);
     free(x->sync);
@@ -68,6 +69,15 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
             pp = &x->next_pending;
             continue;
         }
+        if (x->staged != NULL) {
+            if (!mpixfer__staged_advance(ctx, x, &done)) {
+                prev = x;
+                pp = &x->next_pending;
+                continue;
+            }
+            st = x->staged->err;
+            seen = true; /* nothing went by RMA */
+        }
         /* One flush per target completes every request to it issued so far. */
         for (int i = 0; i < nflushed; i++)
             seen = seen || flushed[i] == x->target_rank;
@@ -85,6 +95,15 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
         done++;
     }
     return done;
+}
+
+static void enqueue(mpixfer_context_t *ctx, mpixfer_request_t *x)
+{
+    if (ctx->pending_tail)
+        ctx->pending_tail->next_pending = x;
+    else
+        ctx->pending_head = x;
+    ctx->pending_tail = x;
 }
 
 /* Validates one side's descriptors; pins local regions into x->pins. */
@@ -213,6 +232,21 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     x->agent = agent;
     x->target_rank = r->rank;
 
+    if ((req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM) &&
+        ctx->gpu_path == MPIXFER_GPU_PATH_STAGED && local_target == NULL) {
+        st = mpixfer__staged_start(ctx, x, req);
+        if (st != MPIXFER_OK) {
+            unpin(x);
+            goto err_locked;
+        }
+        int work = 0;
+        /* The first chunks leave now; the rest follow as answers come back. */
+        mpixfer__staged_advance(ctx, x, &work);
+        enqueue(ctx, x);
+        mpixfer__unlock(ctx);
+        *xfer_p = x;
+        return MPIXFER_OK;
+    }
     st = mpixfer__rma_issue(ctx, req->op, r->rank, req->src.descs, req->dst.descs,
                             req->src.count);
     if (st != MPIXFER_OK) {
@@ -221,15 +255,10 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         unpin(x);
         goto err_locked;
     }
-    if (local_target != NULL) {
+    if (local_target != NULL)
         complete(ctx, x, MPIXFER_OK);
-    } else {
-        if (ctx->pending_tail)
-            ctx->pending_tail->next_pending = x;
-        else
-            ctx->pending_head = x;
-        ctx->pending_tail = x;
-    }
+    else
+        enqueue(ctx, x);
     mpixfer__unlock(ctx);
     *xfer_p = x;
     return MPIXFER_OK;

@@ -45,15 +45,20 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
         i++;
 
         if (rank == ctx->rank) {
-            if (op == MPIXFER_OP_WRITE)
-                memmove((void *)d, (const void *)s, len);
-            else
-                memmove((void *)s, (const void *)d, len);
+            /* Host or device on either side: the copy routine tells them apart. */
+            mpixfer_status_t st = op == MPIXFER_OP_WRITE
+                                      ? mpixfer__gpu_copy((void *)d, (const void *)s, len)
+                                      : mpixfer__gpu_copy((void *)s, (const void *)d, len);
+            if (st != MPIXFER_OK)
+                return st;
             continue;
         }
         rc = issue_one(ctx, op, rank, s, d, len);
-        if (rc != MPI_SUCCESS)
+        if (rc != MPI_SUCCESS) {
+            LOG_ERROR("%s of [%#lx, +%zu) at rank %d failed", op == MPIXFER_OP_WRITE ? "put" : "get",
+                      (unsigned long)d, len, rank);
             return MPIXFER__MPI_ERR(op == MPIXFER_OP_WRITE ? "MPI_Put" : "MPI_Get", rc);
+        }
     }
     return MPIXFER_OK;
 }

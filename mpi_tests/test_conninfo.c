@@ -1,0 +1,136 @@
+/* Connection info: format "mpixfer:1:<16 hex world id>:<rank>:<name>", errors (garbage,
+ * other version, name mismatch, other world), and asynchronous loading: infos exchanged with
+ * MPI_Allgather, load, poll check_remote_descs (10 s deadline) while every rank keeps calling
+ * mpixfer_progress so the remote answers; then a transfer proves the loaded descriptor works.
+ * Same-process and next-rank remotes. */
+#include "common.h"
+
+#define INFO_MAX 512
+#define LEN (64 * 1024)
+
+int main(int argc, char **argv)
+{
+    tst_init_multiple(&argc, &argv);
+    int rank = tst_rank(), size = tst_size();
+    int peer = (rank + 1) % size, prev = (rank + size - 1) % size;
+    mpixfer_context_t *ctx = NULL;
+    CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &ctx));
+    char an[32], bn[32], pbn[32];
+    tst_name(an, sizeof an, "ci_A", rank);
+    tst_name(bn, sizeof bn, "ci_B", rank);
+    tst_name(pbn, sizeof pbn, "ci_B", peer);
+    mpixfer_agent_t *A = tst_agent(ctx, an), *B = tst_agent(ctx, bn);
+    uint8_t *src = tst_alloc(LEN), *dst = tst_alloc(LEN);
+    CHECK_OK(tst_register(A, src, LEN));
+    CHECK_OK(tst_register(B, dst, LEN));
+    uint64_t *dst_all = calloc((size_t)size, 8);
+    tst_allgather_u64((uintptr_t)dst, dst_all);
+
+    /* ---- format */
+    char *info = NULL;
+    CHECK_STATUS(mpixfer_get_local_connection_info(NULL, &info), MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_get_local_connection_info(B, NULL), MPIXFER_ERR_INVALID_ARG);
+    CHECK_OK(mpixfer_get_local_connection_info(B, &info));
+    CHECK(info != NULL && strlen(info) < INFO_MAX);
+    char expect[INFO_MAX];
+    snprintf(expect, sizeof expect, "mpixfer:1:%016" PRIx64 ":%d:%s", mpixfer_context_world_id(ctx),
+             rank, bn);
+    char lower[INFO_MAX];
+    snprintf(lower, sizeof lower, "%s", info);
+    /* the hex digits may be upper or lower case: lower-case just the world id */
+    for (size_t i = strlen("mpixfer:1:"); i < strlen("mpixfer:1:") + 16 && lower[i]; i++)
+        if (lower[i] >= 'A' && lower[i] <= 'F')
+            lower[i] = (char)(lower[i] - 'A' + 'a');
+    CHECK_MSG(strcmp(lower, expect) == 0, "connection info '%s', expected '%s'", info, expect);
+
+    char *infos = calloc((size_t)size, INFO_MAX);
+    char myinfo[INFO_MAX] = {0};
+    snprintf(myinfo, sizeof myinfo, "%s", info);
+    CHECK_MPI(MPI_Allgather(myinfo, INFO_MAX, MPI_CHAR, infos, INFO_MAX, MPI_CHAR, MPI_COMM_WORLD));
+    const char *pinfo = infos + (size_t)peer * INFO_MAX;
+
+    /* ---- errors */
+    const char *garbage[] = {"",
+                             "garbage",
+                             "mpixfer:",
+                             "mpixfer:1:",
+                             "mpixfer:2:0000000000000001:0:ci_B0",
+                             "mpixfer:1:zzzzzzzzzzzzzzzz:0:ci_B0",
+                             "mpixfer:1:0000000000000001:notarank:ci_B0",
+                             "mpixfer:1:0000000000000001:0",
+                             "nixl:1:0000000000000001:0:ci_B0"};
+    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
+        mpixfer_status_t st = mpixfer_load_remote_agent_by_connection(A, "ci_B0", garbage[i]);
+        CHECK_MSG(st == MPIXFER_ERR_BAD_DESC, "info '%s' gave %s", garbage[i],
+                  mpixfer_status_name(st));
+    }
+    CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, "ci_wrong_name", pinfo),
+                 MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, pbn, NULL), MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_load_remote_agent_by_connection(NULL, pbn, pinfo), MPIXFER_ERR_INVALID_ARG);
+    {
+        /* other world: change one hex digit of the world id */
+        char other[INFO_MAX];
+        snprintf(other, sizeof other, "%s", pinfo);
+        char *h = other + strlen("mpixfer:1:");
+        h[15] = h[15] == '0' ? '1' : '0';
+        CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, pbn, other),
+                     MPIXFER_ERR_UNREACHABLE);
+    }
+    {
+        /* another context's agent */
+        mpixfer_context_t *c2 = NULL;
+        CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &c2));
+        char on[32];
+        tst_name(on, sizeof on, "ci_O", rank);
+        mpixfer_agent_t *O = tst_agent(c2, on);
+        char *oinfo = NULL;
+        CHECK_OK(mpixfer_get_local_connection_info(O, &oinfo));
+        CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, on, oinfo), MPIXFER_ERR_UNREACHABLE);
+        mpixfer_free(oinfo);
+        CHECK_OK(mpixfer_agent_destroy(O));
+        CHECK_OK(mpixfer_context_destroy(c2));
+    }
+    CHECK(!tst_check_remote(A, pbn, dst_all[peer], LEN));
+
+    /* ---- asynchronous load of our own B and of the next rank's B */
+    for (int round = 0; round < 2; round++) {
+        const char *tname = round == 0 ? bn : pbn;
+        const char *tinfo = round == 0 ? info : pinfo;
+        uint64_t tdst = dst_all[round == 0 ? rank : peer];
+        int wrank = round == 0 ? rank : prev;
+        CHECK_OK(mpixfer_load_remote_agent_by_connection(A, tname, tinfo));
+        double deadline = tst_now() + 10.0;
+        while (!tst_check_remote(A, tname, tdst, LEN)) {
+            CHECK_MSG(tst_now() < deadline, "descriptor of %s not loaded within 10 s", tname);
+            usleep(200);
+        }
+        tst_barrier_progress(ctx); /* keep answering the others */
+        /* Only the advertised region is accepted. */
+        CHECK(!tst_check_remote(A, tname, tdst, LEN + 1));
+        uint32_t iter = (uint32_t)round;
+        tst_pattern_fill(src, LEN, (uint32_t)rank, iter, 0);
+        tst_xfer1(A, MPIXFER_OP_WRITE, tname, src, tdst, LEN);
+        tst_barrier_progress(ctx);
+        CHECK_PATTERN(dst, LEN, wrank, iter, 0);
+        tst_barrier_progress(ctx);
+        /* Loading again by connection replaces the entry; still usable. */
+        CHECK_OK(mpixfer_load_remote_agent_by_connection(A, tname, tinfo));
+        deadline = tst_now() + 10.0;
+        while (!tst_check_remote(A, tname, tdst, LEN)) {
+            CHECK_MSG(tst_now() < deadline, "reload of %s not done within 10 s", tname);
+            usleep(200);
+        }
+        tst_barrier_progress(ctx);
+    }
+
+    mpixfer_free(info);
+    free(infos);
+    CHECK_OK(mpixfer_agent_destroy(A));
+    CHECK_OK(mpixfer_agent_destroy(B));
+    CHECK_OK(mpixfer_context_destroy(ctx));
+    free(src);
+    free(dst);
+    free(dst_all);
+    return tst_finish("test_conninfo");
+}

@@ -1,0 +1,309 @@
+/* Staged GPU transfers: for MPIs that cannot touch device memory.
+ *
+ * A request whose local or remote list is VRAM is cut into chunks of at most
+ * gpu_chunk_size bytes. WRITE: the initiator copies a chunk into a pinned message buffer
+ * (device-to-host when the source is VRAM) and sends it as XWRITE; the target checks the
+ * range against its own registrations, copies it into place (host-to-device for VRAM) and
+ * answers XACK. READ: the initiator sends XREAD; the target copies the range out and
+ * answers XDATA with the bytes, which the initiator copies into place. Up to
+ * gpu_pipeline_depth chunks are in flight per request, so copies on one side overlap MPI
+ * traffic and the other side's copies.
+ *
+ * The request succeeds only when every chunk is answered, so its sync message (sent after
+ * success, on the same ordered channel) reaches the target after the bytes are in its
+ * memory. The target takes part through its progress: its thread or its next call.
+ *
+ * Payloads (little-endian), after the control header and names:
+ *   XWRITE  id u64, seq u64, addr u64, type u32, device u32, bytes...
+ *   XACK    id u64, seq u64, status i32, 0 u32
+ *   XREAD   id u64, seq u64, addr u64, type u32, device u32, len u64
+ *   XDATA   id u64, seq u64, status i32, 0 u32, bytes... */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define XW_HDR 32
+#define XA_HDR 24
+#define XR_LEN 40
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+void mpixfer__staged_free(mpixfer__staged_t *s)
+{
+    if (s == NULL)
+        return;
+    free(s->local);
+    free(s->remote);
+    free(s->chunks);
+    free(s);
+}
+
+mpixfer_status_t mpixfer__staged_start(mpixfer_context_t *ctx, mpixfer_request_t *x,
+                                       const mpixfer_transfer_request_t *req)
+{
+    mpixfer__staged_t *s = calloc(1, sizeof(*s));
+    size_t n = req->src.count;
+
+    if (s == NULL)
+        return MPIXFER_ERR_NO_MEMORY;
+    s->local = malloc(n * sizeof(*s->local));
+    s->remote = malloc(n * sizeof(*s->remote));
+    s->chunks = calloc(ctx->params.gpu_pipeline_depth, sizeof(*s->chunks));
+    if (s->local == NULL || s->remote == NULL || s->chunks == NULL) {
+        mpixfer__staged_free(s);
+        return MPIXFER_ERR_NO_MEMORY;
+    }
+    memcpy(s->local, req->src.descs, n * sizeof(*s->local));
+    memcpy(s->remote, req->dst.descs, n * sizeof(*s->remote));
+    s->npairs = n;
+    s->op = req->op;
+    s->ltype = req->src.type;
+    s->rtype = req->dst.type;
+    s->id = ++ctx->next_request_id;
+    s->err = MPIXFER_OK;
+    x->staged = s;
+    return MPIXFER_OK;
+}
+
+static mpixfer__chunk_t *free_slot(mpixfer_context_t *ctx, mpixfer__staged_t *s)
+{
+    for (unsigned i = 0; i < ctx->params.gpu_pipeline_depth; i++)
+        if (!s->chunks[i].busy)
+            return &s->chunks[i];
+    return NULL;
+}
+
+/* Post one chunk; false when nothing could be posted. */
+static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
+{
+    mpixfer__staged_t *s = x->staged;
+    mpixfer__chunk_t *slot;
+    const mpixfer_mem_desc_t *l, *r;
+    size_t len;
+    unsigned char *buf;
+    size_t n;
+    void *payload;
+    mpixfer_status_t st;
+    bool write = s->op == MPIXFER_OP_WRITE;
+
+    if (s->pair == s->npairs || s->err != MPIXFER_OK || (slot = free_slot(ctx, s)) == NULL)
+        return false;
+    l = &s->local[s->pair];
+    r = &s->remote[s->pair];
+    len = l->len - s->off;
+    if (len > ctx->params.gpu_chunk_size)
+        len = ctx->params.gpu_chunk_size;
+
+    st = mpixfer__ctrl_alloc(write ? MPIXFER__CTRL_XWRITE : MPIXFER__CTRL_XREAD, x->agent->name,
+                             x->remote_name, write ? XW_HDR + len : XR_LEN, write, &buf, &n,
+                             &payload);
+    if (st == MPIXFER_OK) {
+        unsigned char *p = payload;
+        put64(p, s->id);
+        put64(p + 8, s->next_seq);
+        put64(p + 16, (uint64_t)(r->addr + s->off));
+        put32(p + 24, (uint32_t)s->rtype);
+        put32(p + 28, r->device_id);
+        if (write) {
+            /* Device-to-host (or host) copy straight into the pinned message. */
+            st = mpixfer__gpu_copy(p + XW_HDR, (const void *)(l->addr + s->off), len);
+            if (st != MPIXFER_OK)
+                mpixfer__gpu_host_free(buf);
+        } else {
+            put64(p + 32, (uint64_t)len);
+        }
+        if (st == MPIXFER_OK)
+            st = mpixfer__ctrl_post(ctx, x->target_rank, buf, n, write);
+    }
+    if (st != MPIXFER_OK) {
+        s->err = st;
+        return false;
+    }
+    *slot = (mpixfer__chunk_t){s->next_seq++, l->addr + s->off, len, true};
+    s->inflight++;
+    s->off += len;
+    if (s->off == l->len) {
+        s->pair++;
+        s->off = 0;
+    }
+    return true;
+}
+
+bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work)
+{
+    mpixfer__staged_t *s = x->staged;
+
+    while (post_chunk(ctx, x))
+        (*work)++;
+    /* After an error nothing new is posted, but answers to chunks already out are awaited:
+     * the target may still be writing into our buffers. */
+    return s->inflight == 0 && (s->pair == s->npairs || s->err != MPIXFER_OK);
+}
+
+static mpixfer_request_t *find_request(mpixfer_context_t *ctx, uint64_t id)
+{
+    for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending)
+        if (x->staged != NULL && x->staged->id == id)
+            return x;
+    return NULL;
+}
+
+/* The initiator side: an XACK or XDATA for one of our chunks. */
+static void on_answer(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
+{
+    const unsigned char *p = c->payload;
+    mpixfer_request_t *x;
+    mpixfer__chunk_t *slot = NULL;
+    uint64_t id, seq;
+    int32_t status;
+    size_t data_len;
+
+    if (c->payload_len < XA_HDR) {
+        LOG_WARN("short staged answer from rank %d dropped", src);
+        return;
+    }
+    id = get64(p);
+    seq = get64(p + 8);
+    status = (int32_t)get32(p + 16);
+    data_len = c->payload_len - XA_HDR;
+    x = find_request(ctx, id);
+    if (x == NULL || x->target_rank != src) {
+        LOG_WARN("staged answer for unknown request %llu from rank %d dropped",
+                 (unsigned long long)id, src);
+        return;
+    }
+    for (unsigned i = 0; i < ctx->params.gpu_pipeline_depth; i++)
+        if (x->staged->chunks[i].busy && x->staged->chunks[i].seq == seq)
+            slot = &x->staged->chunks[i];
+    if (slot == NULL) {
+        LOG_WARN("staged answer for unknown chunk %llu of request %llu dropped",
+                 (unsigned long long)seq, (unsigned long long)id);
+        return;
+    }
+    if (status != MPIXFER_OK) {
+        LOG_WARN("rank %d refused a staged chunk of request %llu: %s", src,
+                 (unsigned long long)id, mpixfer_strerror((mpixfer_status_t)status));
+        if (x->staged->err == MPIXFER_OK)
+            x->staged->err = status < 0 ? (mpixfer_status_t)status : MPIXFER_ERR_BAD_DESC;
+    } else if (c->kind == MPIXFER__CTRL_XDATA) {
+        if (data_len != slot->len) {
+            LOG_WARN("staged chunk of %zu bytes answered with %zu", slot->len, data_len);
+            if (x->staged->err == MPIXFER_OK)
+                x->staged->err = MPIXFER_ERR_BAD_DESC;
+        } else {
+            /* Host-to-device (or host) copy into the destination. */
+            mpixfer_status_t st = mpixfer__gpu_copy((void *)slot->local, p + XA_HDR, data_len);
+            if (st != MPIXFER_OK && x->staged->err == MPIXFER_OK)
+                x->staged->err = st;
+        }
+    } else if (data_len != 0) {
+        if (x->staged->err == MPIXFER_OK)
+            x->staged->err = MPIXFER_ERR_BAD_DESC;
+    }
+    slot->busy = false;
+    x->staged->inflight--;
+}
+
+/* The target side: check the range against the receiving agent's own registrations, so a
+ * peer can reach nothing it was not offered, whatever it claims. */
+static mpixfer_status_t target_range(mpixfer_agent_t *agent, uint64_t addr, uint64_t len,
+                                     uint32_t type, uint32_t device)
+{
+    mpixfer_mem_desc_t d = {(uintptr_t)addr, (size_t)len, device};
+    mpixfer__region_t *r;
+
+    if (len == 0 || addr + len < addr || addr + len > (uint64_t)UINTPTR_MAX ||
+        (type != MPIXFER_MEM_DRAM && type != MPIXFER_MEM_VRAM))
+        return MPIXFER_ERR_BAD_DESC;
+    return mpixfer__agent_find_region(agent, (mpixfer_mem_type_t)type, &d, &r);
+}
+
+static void answer(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
+                   const mpixfer__ctrl_t *c, mpixfer__ctrl_kind_t kind, uint64_t id, uint64_t seq,
+                   mpixfer_status_t status, uint64_t addr, size_t len)
+{
+    unsigned char *buf, *p;
+    size_t n;
+    void *payload;
+    bool data = kind == MPIXFER__CTRL_XDATA && status == MPIXFER_OK;
+    mpixfer_status_t st;
+
+    st = mpixfer__ctrl_alloc(kind, agent->name, c->sender, XA_HDR + (data ? len : 0), data, &buf,
+                             &n, &payload);
+    if (st != MPIXFER_OK) {
+        LOG_ERROR("cannot answer a staged chunk of '%s': %s", c->sender, mpixfer_strerror(st));
+        return;
+    }
+    p = payload;
+    put64(p, id);
+    put64(p + 8, seq);
+    if (data) {
+        status = mpixfer__gpu_copy(p + XA_HDR, (const void *)(uintptr_t)addr, len);
+        if (status != MPIXFER_OK)
+            n -= len; /* the answer carries the error instead of bytes */
+    }
+    put32(p + 16, (uint32_t)(int32_t)status);
+    put32(p + 20, 0);
+    mpixfer__ctrl_post(ctx, src, buf, n, data);
+}
+
+void mpixfer__staged_on_message(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
+                                const mpixfer__ctrl_t *c)
+{
+    const unsigned char *p = c->payload;
+    uint64_t id, seq, addr, len;
+    uint32_t type, device;
+    mpixfer_status_t st;
+
+    if (c->kind == MPIXFER__CTRL_XACK || c->kind == MPIXFER__CTRL_XDATA) {
+        on_answer(ctx, src, c);
+        return;
+    }
+    if ((c->kind == MPIXFER__CTRL_XWRITE && c->payload_len <= XW_HDR) ||
+        (c->kind == MPIXFER__CTRL_XREAD && c->payload_len != XR_LEN)) {
+        LOG_WARN("malformed staged request from rank %d dropped", src);
+        return;
+    }
+    id = get64(p);
+    seq = get64(p + 8);
+    addr = get64(p + 16);
+    type = get32(p + 24);
+    device = get32(p + 28);
+    len = c->kind == MPIXFER__CTRL_XWRITE ? c->payload_len - XW_HDR : get64(p + 32);
+
+    st = target_range(agent, addr, len, type, device);
+    if (st != MPIXFER_OK)
+        LOG_WARN("'%s' (rank %d) asked for [%#llx, +%llu) of '%s', which it does not hold",
+                 c->sender, src, (unsigned long long)addr, (unsigned long long)len, agent->name);
+    else if (c->kind == MPIXFER__CTRL_XREAD && len > INT32_MAX - 1024)
+        st = MPIXFER_ERR_TOO_LARGE;
+    if (c->kind == MPIXFER__CTRL_XWRITE) {
+        if (st == MPIXFER_OK)
+            st = mpixfer__gpu_copy((void *)(uintptr_t)addr, p + XW_HDR, (size_t)len);
+        answer(ctx, src, agent, c, MPIXFER__CTRL_XACK, id, seq, st, 0, 0);
+    } else {
+        answer(ctx, src, agent, c, MPIXFER__CTRL_XDATA, id, seq, st, addr, (size_t)len);
+    }
+}
