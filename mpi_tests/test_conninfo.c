@@ -91,7 +91,44 @@ int main(int argc, char **argv)
         CHECK_OK(mpixfer_agent_destroy(O));
         CHECK_OK(mpixfer_context_destroy(c2));
     }
+    {
+        /* rank outside the communicator */
+        char bad[INFO_MAX];
+        snprintf(bad, sizeof bad, "mpixfer:1:%016" PRIx64 ":%d:%s", mpixfer_context_world_id(ctx),
+                 size + 7, pbn);
+        mpixfer_status_t st = mpixfer_load_remote_agent_by_connection(A, pbn, bad);
+        CHECK_MSG(st == MPIXFER_ERR_BAD_DESC || st == MPIXFER_ERR_UNREACHABLE,
+                  "rank %d of %d gave %s", size + 7, size, mpixfer_status_name(st));
+        /* loading oneself by connection */
+        char *own = NULL;
+        CHECK_OK(mpixfer_get_local_connection_info(A, &own));
+        CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, an, own), MPIXFER_ERR_INVALID_ARG);
+        mpixfer_free(own);
+    }
     CHECK(!tst_check_remote(A, pbn, dst_all[peer], LEN));
+
+    /* ---- an agent the remote process does not have: accepted (asynchronous), never loads */
+    {
+        char ghost[INFO_MAX];
+        snprintf(ghost, sizeof ghost, "mpixfer:1:%016" PRIx64 ":%d:ci_ghost", 
+                 mpixfer_context_world_id(ctx), peer);
+        CHECK_OK(mpixfer_load_remote_agent_by_connection(A, "ci_ghost", ghost));
+        double until = tst_now() + 0.3;
+        while (tst_now() < until) {
+            CHECK(!tst_check_remote(A, "ci_ghost", dst_all[peer], 1));
+            usleep(1000);
+        }
+        mpixfer_request_t *x = (mpixfer_request_t *)(uintptr_t)0x1;
+        mpixfer_mem_desc_t s1 = tst_desc(src, 16), d1 = tst_desc((void *)(uintptr_t)dst_all[peer], 16);
+        mpixfer_transfer_request_t r;
+        memset(&r, 0, sizeof r);
+        r.op = MPIXFER_OP_WRITE;
+        r.src = tst_descs(MPIXFER_MEM_DRAM, &s1, 1);
+        r.dst = tst_descs(MPIXFER_MEM_DRAM, &d1, 1);
+        r.remote_name = "ci_ghost";
+        CHECK_STATUS(mpixfer_submit_transfer(A, &r, &x), MPIXFER_ERR_NOT_FOUND);
+        tst_barrier_progress(ctx);
+    }
 
     /* ---- asynchronous load of our own B and of the next rank's B */
     for (int round = 0; round < 2; round++) {

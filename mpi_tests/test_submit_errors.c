@@ -120,12 +120,18 @@ int main(int argc, char **argv)
             EXPECT_FAIL(A, &r, MPIXFER_ERR_NOT_FOUND);
             s[1] = tst_desc(src + LEN - 100, 4096);
             EXPECT_FAIL(A, &r, MPIXFER_ERR_OUT_OF_RANGE);
+            s[1] = tst_desc(src + LEN - 4095, 4096); /* one byte past the end */
+            EXPECT_FAIL(A, &r, MPIXFER_ERR_OUT_OF_RANGE);
             s[1] = tst_desc(src + 8192, 4096);
             /* dst not advertised / running past its region */
             d[1] = tst_desc((void *)(uintptr_t)0x1000, 4096);
             EXPECT_FAIL(A, &r, MPIXFER_ERR_NOT_FOUND);
             d[1] = tst_desc((void *)(uintptr_t)(tdst + LEN - 1), 4096);
             EXPECT_FAIL(A, &r, MPIXFER_ERR_OUT_OF_RANGE);
+            d[1] = tst_desc((void *)(uintptr_t)(tdst + LEN - 4095), 4096); /* one byte past */
+            EXPECT_FAIL(A, &r, MPIXFER_ERR_OUT_OF_RANGE);
+            d[1] = tst_desc((void *)(uintptr_t)(tdst + LEN), 4096); /* starts at the end */
+            EXPECT_FAIL(A, &r, MPIXFER_ERR_NOT_FOUND);
             d[1] = tst_desc((void *)(uintptr_t)(tdst + 8192), 4096);
             /* memory type */
             r = good;

@@ -134,6 +134,59 @@ int main(int argc, char **argv)
             tst_barrier_progress(ctx);
         }
 
+        /* ---- pairs contiguous on both sides (the library may merge them into one op),
+         * with a gap in the middle and a length-1 pair */
+        {
+            enum { NC = 12 };
+            mpixfer_mem_desc_t s[NC], d[NC];
+            size_t so = 1000, doff = 5000;
+            for (int i = 0; i < NC; i++) {
+                size_t l = i == 5 ? 1 : 777u * (size_t)(i + 1);
+                if (i == 8) { /* break contiguity on the remote side only */
+                    doff += 64;
+                }
+                s[i] = tst_desc(src + so, l);
+                d[i] = tst_desc((void *)(uintptr_t)(tdst + doff), l);
+                so += l;
+                doff += l;
+            }
+            uint32_t iter = 4500u + (uint32_t)pass;
+            tst_pattern_fill(dst, N, (uint32_t)rank, 4600, 0);
+            tst_pattern_fill(src, N, (uint32_t)rank, iter, 0);
+            tst_barrier_progress(ctx);
+            mpixfer_transfer_request_t r;
+            memset(&r, 0, sizeof r);
+            r.op = MPIXFER_OP_WRITE;
+            r.src = tst_descs(MPIXFER_MEM_DRAM, s, NC);
+            r.dst = tst_descs(MPIXFER_MEM_DRAM, d, NC);
+            r.remote_name = tname;
+            mpixfer_request_t *x = NULL;
+            CHECK_OK(mpixfer_submit_transfer(A, &r, &x));
+            TST_WAIT_OK(x);
+            tst_barrier_progress(ctx);
+            for (int i = 0; i < NC; i++) {
+                size_t o = (size_t)(d[i].addr - tdst), so_i = (size_t)((uint8_t *)s[i].addr - src);
+                CHECK_PATTERN(dst + o, d[i].len, wrank, iter, so_i);
+                if (i == 8)
+                    CHECK_PATTERN(dst + o - 64, 64, rank, 4600, o - 64); /* the gap */
+            }
+            CHECK_PATTERN(dst, 5000, rank, 4600, 0);
+            size_t end = (size_t)(d[NC - 1].addr - tdst) + d[NC - 1].len;
+            CHECK_PATTERN(dst + end, N - end, rank, 4600, end);
+            tst_barrier_progress(ctx);
+            /* READ the same pairs back into a cleared source. */
+            memset(src, 0, N);
+            r.op = MPIXFER_OP_READ;
+            CHECK_OK(mpixfer_submit_transfer(A, &r, &x));
+            TST_WAIT_OK(x);
+            for (int i = 0; i < NC; i++) {
+                size_t so_i = (size_t)((uint8_t *)s[i].addr - src);
+                CHECK_PATTERN(src + so_i, s[i].len, rank, iter, so_i);
+            }
+            CHECK(src[999] == 0 && src[so] == 0);
+            tst_barrier_progress(ctx);
+        }
+
         /* ---- wait / poll semantics on a whole-buffer WRITE */
         {
             uint32_t iter = 6000u + (uint32_t)pass;
