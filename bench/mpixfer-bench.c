@@ -1,20 +1,36 @@
 /*
- * mpixfer-bench: nixlbench-like sweep of block size x batch size x op, comparing
- * (a) mpixfer (one request of `batch` descriptors, submit + wait),
- * (b) raw MPI on the same kind of window mpixfer uses (dynamic window, lock_all,
- *     MPI_Put/MPI_Get per block, MPI_Win_flush per batch), and
- * (c) a local memcpy of the same blocks,
- * on the same buffers and the same descriptor pattern.
+ * mpixfer-bench: in one run, mpixfer against raw MPI RMA on the same kind of window and
+ * against a plain copy of the same blocks, READ and WRITE, over
+ *   - a contiguous sweep (one block of 4 KiB .. 64 MiB per request),
+ *   - scattered batches (1 .. 4096 blocks of 4 .. 256 KiB, slots in random order on both
+ *     sides, so no two pairs can be merged),
+ *   - a post-time point (40,000 scattered 4 KiB blocks: how long submit alone takes),
+ *   - a latency point (one 8-byte block),
+ * on two kinds of host memory (--mem):
+ *   foreign  posix_memalign'd memory registered in the agent (mpixfer's dynamic window).
+ *            raw-mpi: MPI_Win_create_dynamic + MPI_Win_attach, MPI_Put/MPI_Get per block,
+ *            MPI_Win_flush per batch. memcpy: a local copy of the same blocks.
+ *   arena    mpixfer_mem_alloc() memory (MPI_Win_allocate_shared inside the library).
+ *            raw-mpi: the same per-block Put/Get + flush on the bench's own window from
+ *            MPI_Win_allocate_shared. memcpy: copies straight into (out of) the peer's
+ *            segment through the mapping MPI_Win_shared_query gives.
+ * and, with --src-mem/--dst-mem vram, on GPU memory (cudaMalloc, or host memory under
+ * MPIXFER_GPU_EMULATE=1) with cudaMemcpy of the same blocks as the reference.
+ *
+ * Every point reports GB/s (bytes moved / wall time of all timed requests), the average,
+ * median and 99th percentile latency of one request (submit + wait), and the average post
+ * time (mpixfer_submit_transfer alone; the Put/Get loop before the flush for raw MPI).
+ * A "targets" section at the end prints the ratios issue 4 asks for; they are reported,
+ * never a reason to fail.
  *
  * Launch: mpiexec -n 2 mpixfer-bench [options]. Even ranks are initiators, the next odd
  * rank is their target; a rank without a partner only takes part in the collectives.
- *
- * Per point every rank goes through the same phases, separated by collectives on
- * MPI_COMM_WORLD, so the target never needs to know how many requests arrive: while the
- * initiator works, the target drives mpixfer_progress() and tests an MPI_Ibarrier that
- * the initiator enters when it is done with the phase.
+ * Per point and method every rank goes through the same phases, separated by collectives
+ * on MPI_COMM_WORLD, so the target never needs to know how many requests arrive: while
+ * the initiator works, the target drives mpixfer_progress() and tests an MPI_Ibarrier
+ * that the initiator enters when it is done with the phase.
  */
-#define _GNU_SOURCE /* getopt_long, posix_memalign */
+#define _GNU_SOURCE /* getopt_long, posix_memalign, gethostname */
 
 #include <errno.h>
 #include <getopt.h>
@@ -29,6 +45,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include "mpixfer.h"
 
@@ -36,6 +57,7 @@
 #define MIB (KIB * KIB)
 #define PAGE 4096
 #define MAX_LIST 64
+#define MAX_ITERS 20000
 
 /* ------------------------------------------------------------------ errors */
 
@@ -75,18 +97,44 @@ static void die(const char *fmt, ...)
         }                                                                                  \
     } while (0)
 
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+#define CUCHK(call)                                                                        \
+    do {                                                                                   \
+        cudaError_t ce_ = (call);                                                          \
+        if (ce_ != cudaSuccess)                                                            \
+            die("%s failed: %s at %s:%d", #call, cudaGetErrorString(ce_), __FILE__,        \
+                __LINE__);                                                                 \
+    } while (0)
+#endif
+
 /* ----------------------------------------------------------------- options */
+
+typedef enum { PAT_CONTIG = 0, PAT_SCATTERED = 1, PAT_REVERSE = 2, PAT_SUITE = 3 } pattern_t;
+static const char *const pattern_name[] = {"contig", "scattered", "reverse", "suite"};
+
+/* Memory kinds: the two host kinds of --mem, and "xpu" for --src-mem/--dst-mem with VRAM. */
+typedef enum { MEM_FOREIGN = 0, MEM_ARENA = 1, MEM_XPU = 2, MEM_COUNT = 3 } memkind_t;
 
 typedef struct {
     size_t blocks[MAX_LIST];
     int nblocks;
+    bool blocks_set;
     size_t batches[MAX_LIST];
     int nbatches;
+    bool batches_set;
     bool do_read, do_write;
     long iters;  /* 0: adaptive */
     long warmup; /* -1: adaptive */
     size_t max_bytes;
-    bool reverse; /* destination slots in reverse order: no two pairs can be merged */
+    bool max_bytes_set;
+    pattern_t pattern; /* PAT_SUITE: the default sweep */
+    bool pattern_set;
+    bool quick;
+    bool mem[MEM_COUNT];
+    size_t arena_size; /* 0: twice the largest pool */
+    bool src_vram, dst_vram;
+    size_t post_batch; /* descriptors of the post-time point */
+    uint64_t seed;
     const char *json;
 } opts_t;
 
@@ -95,20 +143,42 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mpiexec -n 2 mpixfer-bench [options]\n"
             "  rank 0 initiates, rank 1 is the target (more ranks: pairs (0,1),(2,3),...)\n"
-            "  --block-sizes LIST   block sizes in bytes, comma separated, K/M/G suffixes\n"
-            "                       (default 4K,16K,64K,256K,1M,4M,16M,64M)\n"
-            "  --batch-sizes LIST   descriptors per request (default 1,16,256,4096);\n"
-            "                       capped per block so block*batch <= --max-bytes\n"
+            "\n"
+            "  Default: the whole suite in one run, on foreign and arena memory, READ and\n"
+            "  WRITE: contiguous blocks 4K,64K,1M,16M,64M (batch 1); scattered blocks\n"
+            "  4K,16K,64K,256K x batches 1,64,1024,4096 (capped by --max-bytes); a post-time\n"
+            "  point of 40000 scattered 4K blocks; an 8-byte latency point; then the targets.\n"
+            "\n"
+            "  --pattern contig|scattered|reverse\n"
+            "                       run one grid (block sizes x batch sizes) with that\n"
+            "                       layout instead of the suite. contig: slot i on both\n"
+            "                       sides; reverse: destination slot batch-1-i; scattered:\n"
+            "                       a random permutation of the slots on both sides.\n"
+            "                       Grid defaults: contig 4K..64M x 1, otherwise\n"
+            "                       4K,16K,64K,256K x 1,64,1024,4096.\n"
+            "  --block-sizes LIST   block sizes in bytes, K/M/G suffixes (implies a grid;\n"
+            "                       contig unless --pattern says otherwise)\n"
+            "  --batch-sizes LIST   descriptors per request (implies a grid); capped per\n"
+            "                       block so block*batch <= --max-bytes\n"
             "  --max-bytes N        largest request (default 256M)\n"
+            "  --post-batch N       descriptors of the suite's post-time point (default 40000)\n"
             "  --op read|write|both (default both)\n"
+            "  --mem foreign|arena|both  host memory kind (default both)\n"
+            "  --arena-size N       bytes of arena per process (default twice the pool)\n"
+            "  --src-mem vram|dram  initiator memory; --dst-mem vram|dram: target memory.\n"
+            "                       With vram on either side only that combination runs,\n"
+            "                       against cudaMemcpy (D2D, D2H, H2D) of the same blocks.\n"
+            "                       No GPU: prints \"no GPU: skipping VRAM\" and exits 0;\n"
+            "                       MPIXFER_GPU_EMULATE=1 runs it on host memory.\n"
             "  --iters N            timed requests per method and point (default adaptive:\n"
             "                       enough to move 256 MiB, at least 20 if that stays\n"
-            "                       under 1 GiB, never fewer than 3)\n"
+            "                       under 1 GiB, 3 .. 20000)\n"
             "  --warmup N           untimed requests before each method (default iters/10,\n"
             "                       2..100)\n"
-            "  --pattern contig|reverse  destination slot of block i: i (default) or\n"
-            "                       batch-1-i (defeats merging of adjacent pairs)\n"
-            "  --json FILE          also write every point and run metadata as JSON\n"
+            "  --quick              a seconds-long suite (for tests): small sizes, 3 iters\n"
+            "  --seed N             seed of the scattered permutations (default 1)\n"
+            "  --json FILE          also write metadata, every point and the targets as JSON\n"
+            "                       (scripts/plot FILE out.png draws it)\n"
             "  --help\n");
 }
 
@@ -164,6 +234,24 @@ static bool parse_long(const char *s, long *out)
     return true;
 }
 
+static bool parse_memtype(const char *s, bool *vram)
+{
+    if (!strcmp(s, "vram") || !strcmp(s, "VRAM"))
+        *vram = true;
+    else if (!strcmp(s, "dram") || !strcmp(s, "DRAM"))
+        *vram = false;
+    else
+        return false;
+    return true;
+}
+
+static void set_list(size_t *dst, int *n, const size_t *src, int count)
+{
+    for (int i = 0; i < count; i++)
+        dst[i] = src[i];
+    *n = count;
+}
+
 /* Returns 0 to run, 1 for --help, 2 for a usage error (message already printed). */
 static int parse_opts(int argc, char **argv, opts_t *o)
 {
@@ -171,43 +259,74 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         {"block-sizes", required_argument, NULL, 'b'},
         {"batch-sizes", required_argument, NULL, 'n'},
         {"max-bytes", required_argument, NULL, 'm'},
+        {"post-batch", required_argument, NULL, 'P'},
         {"op", required_argument, NULL, 'o'},
+        {"mem", required_argument, NULL, 'M'},
+        {"arena-size", required_argument, NULL, 'A'},
+        {"src-mem", required_argument, NULL, 'S'},
+        {"dst-mem", required_argument, NULL, 'D'},
         {"iters", required_argument, NULL, 'i'},
         {"warmup", required_argument, NULL, 'w'},
         {"pattern", required_argument, NULL, 'p'},
+        {"quick", no_argument, NULL, 'q'},
+        {"seed", required_argument, NULL, 's'},
         {"json", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
 
     memset(o, 0, sizeof *o);
-    for (size_t b = 4 * KIB; b <= 64 * MIB; b *= 4) /* powers of 4: 4K .. 64M */
-        o->blocks[o->nblocks++] = b;
-    const size_t def_batches[] = {1, 16, 256, 4096};
-    for (size_t i = 0; i < 4; i++)
-        o->batches[o->nbatches++] = def_batches[i];
     o->do_read = o->do_write = true;
     o->warmup = -1;
     o->max_bytes = 256 * MIB;
+    o->pattern = PAT_SUITE;
+    o->mem[MEM_FOREIGN] = o->mem[MEM_ARENA] = true;
+    o->post_batch = 40000;
+    o->seed = 1;
 
     opterr = 0; /* we print our own message, once, from rank 0 */
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         bool ok = true;
+        long l = 0;
         switch (c) {
-        case 'b': ok = parse_list(optarg, o->blocks, &o->nblocks); break;
-        case 'n': ok = parse_list(optarg, o->batches, &o->nbatches); break;
-        case 'm': ok = parse_size(optarg, &o->max_bytes) && o->max_bytes > 0; break;
+        case 'b': ok = parse_list(optarg, o->blocks, &o->nblocks); o->blocks_set = true; break;
+        case 'n':
+            ok = parse_list(optarg, o->batches, &o->nbatches);
+            o->batches_set = true;
+            break;
+        case 'm':
+            ok = parse_size(optarg, &o->max_bytes) && o->max_bytes > 0;
+            o->max_bytes_set = true;
+            break;
+        case 'P': ok = parse_size(optarg, &o->post_batch) && o->post_batch > 0; break;
         case 'o':
             o->do_read = !strcmp(optarg, "read") || !strcmp(optarg, "both");
             o->do_write = !strcmp(optarg, "write") || !strcmp(optarg, "both");
             ok = o->do_read || o->do_write;
             break;
+        case 'M':
+            o->mem[MEM_FOREIGN] = !strcmp(optarg, "foreign") || !strcmp(optarg, "both");
+            o->mem[MEM_ARENA] = !strcmp(optarg, "arena") || !strcmp(optarg, "both");
+            ok = o->mem[MEM_FOREIGN] || o->mem[MEM_ARENA];
+            break;
+        case 'A': ok = parse_size(optarg, &o->arena_size) && o->arena_size > 0; break;
+        case 'S': ok = parse_memtype(optarg, &o->src_vram); break;
+        case 'D': ok = parse_memtype(optarg, &o->dst_vram); break;
         case 'i': ok = parse_long(optarg, &o->iters) && o->iters > 0; break;
         case 'w': ok = parse_long(optarg, &o->warmup); break;
         case 'p':
-            ok = !strcmp(optarg, "contig") || !strcmp(optarg, "reverse");
-            o->reverse = !strcmp(optarg, "reverse");
+            if (!strcmp(optarg, "contig"))
+                o->pattern = PAT_CONTIG;
+            else if (!strcmp(optarg, "scattered"))
+                o->pattern = PAT_SCATTERED;
+            else if (!strcmp(optarg, "reverse"))
+                o->pattern = PAT_REVERSE;
+            else
+                ok = false;
+            o->pattern_set = true;
             break;
+        case 'q': o->quick = true; break;
+        case 's': ok = parse_long(optarg, &l); o->seed = (uint64_t)l; break;
         case 'j': o->json = optarg; break;
         case 'h': return 1;
         default: ok = false; break;
@@ -224,6 +343,24 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             fprintf(stderr, "mpixfer-bench: unexpected argument: %s\n", argv[optind]);
         return 2;
     }
+    /* A block or batch list without --pattern: the grid, contiguous (the old behaviour). */
+    if (o->pattern == PAT_SUITE && (o->blocks_set || o->batches_set))
+        o->pattern = PAT_CONTIG;
+    if (o->quick) {
+        if (!o->max_bytes_set)
+            o->max_bytes = 4 * MIB;
+        if (o->post_batch == 40000)
+            o->post_batch = 1000;
+        if (o->iters == 0)
+            o->iters = 3;
+        if (o->warmup < 0)
+            o->warmup = 1;
+    }
+    /* VRAM on either side: that combination is the run. */
+    if (o->src_vram || o->dst_vram) {
+        o->mem[MEM_FOREIGN] = o->mem[MEM_ARENA] = false;
+        o->mem[MEM_XPU] = true;
+    }
     for (int i = 0; i < o->nblocks; i++)
         if (o->blocks[i] > INT_MAX) { /* one MPI_Put per block takes an int count */
             if (g_rank == 0)
@@ -236,18 +373,21 @@ static int parse_opts(int argc, char **argv, opts_t *o)
 
 /* ------------------------------------------------------------------ points */
 
-typedef enum { M_MPIXFER = 0, M_RAW = 1, M_MEMCPY = 2, M_COUNT = 3 } method_t;
-static const char *const method_name[M_COUNT] = {"mpixfer", "raw-mpi", "memcpy"};
+typedef enum { M_MPIXFER = 0, M_RAW = 1, M_COPY = 2, M_COUNT = 3 } method_t;
 
 typedef struct {
-    double gbps, avg_us, p50_us, p99_us;
+    bool valid;
+    double gbps, avg_us, p50_us, p99_us, post_us;
     double agg_gbps; /* summed over all pairs */
 } result_t;
 
 typedef struct {
     mpixfer_op_t op;
+    memkind_t mem;
+    pattern_t pattern;
     size_t block, batch;
     long iters, warmup;
+    const char *tag; /* "contig", "scattered", "post", "latency" or "grid" */
     result_t r[M_COUNT];
 } point_t;
 
@@ -259,8 +399,8 @@ static long adaptive_iters(size_t bytes)
         it = 20;
     if (it < 3)
         it = 3;
-    if (it > 100000)
-        it = 100000;
+    if (it > MAX_ITERS)
+        it = MAX_ITERS;
     return it;
 }
 
@@ -270,41 +410,106 @@ static long adaptive_warmup(long iters)
     return w < 2 ? 2 : w > 100 ? 100 : w;
 }
 
-/* The sweep: for each op and block, the batch list capped at max_bytes/block, deduplicated. */
-static point_t *build_points(const opts_t *o, int *npoints)
+typedef struct {
+    point_t *v;
+    int n, cap;
+} points_t;
+
+static void add_point(points_t *ps, const opts_t *o, mpixfer_op_t op, memkind_t mem,
+                      pattern_t pat, size_t block, size_t batch, const char *tag)
 {
-    point_t *pts = calloc((size_t)(2 * o->nblocks * o->nbatches), sizeof *pts);
-    if (!pts)
-        die("out of memory");
-    int n = 0;
-    for (int op = 0; op < 2; op++) {
-        if ((op == MPIXFER_OP_READ && !o->do_read) || (op == MPIXFER_OP_WRITE && !o->do_write))
+    for (int q = 0; q < ps->n; q++) { /* the same point twice (capped batches): once */
+        const point_t *p = &ps->v[q];
+        if (p->op == op && p->mem == mem && p->pattern == pat && p->block == block &&
+            p->batch == batch)
+            return;
+    }
+    if (ps->n == ps->cap) {
+        ps->cap = ps->cap ? 2 * ps->cap : 64;
+        ps->v = realloc(ps->v, (size_t)ps->cap * sizeof *ps->v);
+        if (!ps->v)
+            die("out of memory");
+    }
+    point_t *p = &ps->v[ps->n++];
+    memset(p, 0, sizeof *p);
+    p->op = op;
+    p->mem = mem;
+    p->pattern = pat;
+    p->block = block;
+    p->batch = batch;
+    p->tag = tag;
+    p->iters = o->iters ? o->iters : adaptive_iters(block * batch);
+    p->warmup = o->warmup >= 0 ? o->warmup : adaptive_warmup(p->iters);
+}
+
+static void add_grid(points_t *ps, const opts_t *o, mpixfer_op_t op, memkind_t mem,
+                     pattern_t pat, const size_t *blocks, int nblocks, const size_t *batches,
+                     int nbatches, const char *tag)
+{
+    for (int b = 0; b < nblocks; b++) {
+        size_t block = blocks[b];
+        if (block > o->max_bytes)
             continue;
-        for (int b = 0; b < o->nblocks; b++) {
-            size_t block = o->blocks[b];
-            if (block > o->max_bytes)
-                continue;
-            int first = n;
-            for (int k = 0; k < o->nbatches; k++) {
-                size_t batch = o->batches[k];
-                if (batch > o->max_bytes / block)
-                    batch = o->max_bytes / block;
-                bool dup = false;
-                for (int q = first; q < n; q++)
-                    dup = dup || pts[q].batch == batch;
-                if (dup)
-                    continue;
-                point_t *p = &pts[n++];
-                p->op = (mpixfer_op_t)op;
-                p->block = block;
-                p->batch = batch;
-                p->iters = o->iters ? o->iters : adaptive_iters(block * batch);
-                p->warmup = o->warmup >= 0 ? o->warmup : adaptive_warmup(p->iters);
-            }
+        for (int k = 0; k < nbatches; k++) {
+            size_t batch = batches[k];
+            if (batch > o->max_bytes / block)
+                batch = o->max_bytes / block;
+            add_point(ps, o, op, mem, pat, block, batch, tag);
         }
     }
-    *npoints = n;
-    return pts;
+}
+
+static points_t build_points(opts_t *o)
+{
+    static const size_t contig_blocks[] = {4 * KIB, 64 * KIB, MIB, 16 * MIB, 64 * MIB};
+    static const size_t scat_blocks[] = {4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB};
+    static const size_t scat_batches[] = {1, 64, 1024, 4096};
+    static const size_t quick_contig[] = {4 * KIB, 64 * KIB, MIB};
+    static const size_t quick_scat_blocks[] = {4 * KIB, 16 * KIB};
+    static const size_t quick_scat_batches[] = {1, 64};
+    static const size_t one = 1;
+    points_t ps = {0};
+
+    if (o->pattern != PAT_SUITE) { /* the grid defaults, where no list was given */
+        if (!o->blocks_set) {
+            if (o->pattern == PAT_CONTIG)
+                set_list(o->blocks, &o->nblocks, contig_blocks, 5);
+            else
+                set_list(o->blocks, &o->nblocks, scat_blocks, 4);
+        }
+        if (!o->batches_set) {
+            if (o->pattern == PAT_CONTIG && !o->blocks_set)
+                set_list(o->batches, &o->nbatches, &one, 1);
+            else
+                set_list(o->batches, &o->nbatches, scat_batches, 4);
+        }
+    }
+    for (int mem = 0; mem < MEM_COUNT; mem++) {
+        if (!o->mem[mem])
+            continue;
+        for (int op = MPIXFER_OP_WRITE; op >= MPIXFER_OP_READ; op--) {
+            if ((op == MPIXFER_OP_READ && !o->do_read) ||
+                (op == MPIXFER_OP_WRITE && !o->do_write))
+                continue;
+            if (o->pattern != PAT_SUITE) {
+                add_grid(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, o->pattern, o->blocks,
+                         o->nblocks, o->batches, o->nbatches, "grid");
+                continue;
+            }
+            add_grid(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG,
+                     o->quick ? quick_contig : contig_blocks, o->quick ? 3 : 5, &one, 1,
+                     "contig");
+            add_grid(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_SCATTERED,
+                     o->quick ? quick_scat_blocks : scat_blocks, o->quick ? 2 : 4,
+                     o->quick ? quick_scat_batches : scat_batches, o->quick ? 2 : 4,
+                     "scattered");
+            if (4 * KIB * o->post_batch <= o->max_bytes)
+                add_point(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_SCATTERED, 4 * KIB,
+                          o->post_batch, "post");
+            add_point(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG, 8, 1, "latency");
+        }
+    }
+    return ps;
 }
 
 /* ----------------------------------------------------------------- pattern */
@@ -324,8 +529,14 @@ static inline uint64_t pat_word(uint64_t seed, size_t w)
     return mix64(seed * 0x100000001B3ULL + w);
 }
 
-/* Fill buf[0..len) with the pattern (a scrambled destination); len rounded up to words. */
-static void fill_pattern(unsigned char *buf, size_t len, uint64_t seed)
+static inline unsigned char pat_byte(uint64_t seed, size_t off)
+{
+    uint64_t v = pat_word(seed, off / 8);
+    return (unsigned char)(v >> (8 * (off % 8))); /* little-endian byte order as stored */
+}
+
+/* Fill buf[0..len) with the stream; len rounded up to words (buffers are page-rounded). */
+static void fill_stream(unsigned char *buf, size_t len, uint64_t seed)
 {
     uint64_t *w = (uint64_t *)(void *)buf;
     size_t nw = (len + 7) / 8;
@@ -333,60 +544,83 @@ static void fill_pattern(unsigned char *buf, size_t len, uint64_t seed)
         w[i] = pat_word(seed, i);
 }
 
-static inline unsigned char pat_byte(uint64_t seed, size_t off)
-{
-    uint64_t v = pat_word(seed, off / 8);
-    return (unsigned char)(v >> (8 * (off % 8))); /* little-endian byte order as stored */
-}
-
-/* Destination slot of source block i. */
-static inline size_t slot_of(size_t i, size_t batch, bool reverse)
-{
-    return reverse ? batch - 1 - i : i;
-}
-
-/*
- * Lay out the logical stream (block i = pattern bytes [i*block, (i+1)*block)) with block i
- * at slot slot_of(i): the inverse of what verify_blocks() checks.
- */
-static void fill_blocks(unsigned char *buf, size_t block, size_t batch, bool reverse,
+/* Lay out the stream (block i = bytes [i*block, (i+1)*block)) with block i at slots[i]
+ * (NULL: slot i). */
+static void fill_blocks(unsigned char *buf, size_t block, size_t batch, const size_t *slots,
                         uint64_t seed)
 {
-    if (!reverse) { /* slot i = block i: one contiguous stream */
-        fill_pattern(buf, block * batch, seed);
+    if (slots == NULL) {
+        fill_stream(buf, block * batch, seed);
         return;
     }
     for (size_t i = 0; i < batch; i++) {
-        unsigned char *d = buf + slot_of(i, batch, reverse) * block;
-        for (size_t k = 0; k < block; k++)
-            d[k] = pat_byte(seed, i * block + k);
+        unsigned char *d = buf + slots[i] * block;
+        size_t off = i * block, k = 0;
+        if (off % 8 == 0)
+            for (; k + 8 <= block; k += 8) {
+                uint64_t v = pat_word(seed, (off + k) / 8);
+                memcpy(d + k, &v, 8);
+            }
+        for (; k < block; k++)
+            d[k] = pat_byte(seed, off + k);
     }
 }
 
-/*
- * Check that dst slot slot_of(i) holds source block i of the pattern with @p seed.
- * Returns the first bad byte offset in dst, or SIZE_MAX if all is well.
- */
-static size_t verify_blocks(const unsigned char *dst, size_t block, size_t batch, bool reverse,
-                            uint64_t seed)
+/* Check that slots[i] holds stream block i. Returns the first bad byte offset, or
+ * SIZE_MAX if all is well. */
+static size_t verify_blocks(const unsigned char *buf, size_t block, size_t batch,
+                            const size_t *slots, uint64_t seed)
 {
     for (size_t i = 0; i < batch; i++) {
-        const unsigned char *d = dst + slot_of(i, batch, reverse) * block;
-        size_t src_off = i * block;
-        size_t k = 0;
-        if (src_off % 8 == 0) { /* fast path: whole words */
+        const unsigned char *d = buf + (slots ? slots[i] : i) * block;
+        size_t off = i * block, k = 0;
+        if (off % 8 == 0)
             for (; k + 8 <= block; k += 8) {
                 uint64_t v;
                 memcpy(&v, d + k, 8);
-                if (v != pat_word(seed, (src_off + k) / 8))
+                if (v != pat_word(seed, (off + k) / 8))
                     break;
             }
-        }
         for (; k < block; k++)
-            if (d[k] != pat_byte(seed, src_off + k))
-                return (size_t)(d + k - dst);
+            if (d[k] != pat_byte(seed, off + k))
+                return (size_t)(d + k - buf);
     }
     return SIZE_MAX;
+}
+
+/* A random permutation of [0, n) from a seed (the same on every rank). */
+static void permute(size_t *v, size_t n, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (size_t i = 0; i < n; i++)
+        v[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        s = mix64(s);
+        size_t j = (size_t)(s % i);
+        size_t t = v[i - 1];
+        v[i - 1] = v[j];
+        v[j] = t;
+    }
+}
+
+/* ------------------------------------------------------------------ buffers */
+
+/* One buffer of the bench: host or device memory, and which pattern it holds now. */
+typedef struct {
+    unsigned char *p;
+    size_t len;
+    bool dev;     /* real device memory: filled and checked through the scratch buffer */
+    uint64_t tag; /* the seed of the stream it holds in its layout; 0: unknown */
+} mbuf_t;
+
+static unsigned char *alloc_touched(size_t len)
+{
+    void *p = NULL;
+    int rc = posix_memalign(&p, PAGE, len);
+    if (rc != 0)
+        die("posix_memalign(%zu): %s", len, strerror(rc));
+    memset(p, 0, len); /* fault the pages in now, not inside a timed request */
+    return p;
 }
 
 /* ------------------------------------------------------------------- state */
@@ -394,21 +628,124 @@ static size_t verify_blocks(const unsigned char *dst, size_t block, size_t batch
 typedef struct {
     const opts_t *o;
     int rank, size;
-    bool initiator;   /* even rank with a partner */
-    bool target;      /* odd rank */
-    int peer;         /* partner rank, -1 if none */
+    bool initiator; /* even rank with a partner */
+    bool target;    /* odd rank */
+    int peer;       /* partner rank, -1 if none */
     mpixfer_context_t *ctx;
     mpixfer_agent_t *agent;
     char peer_name[64];
-    unsigned char *buf;   /* the registered buffer: initiator's source / target's dest */
-    unsigned char *copy;  /* initiator only: memcpy destination */
-    size_t buf_len;
-    uint64_t peer_addr;   /* the partner's buf address, for mpixfer descriptors */
-    MPI_Aint peer_disp;   /* the same for the raw window */
-    MPI_Win win;
+    size_t pool; /* bytes of every buffer: the largest request, page-rounded */
+    bool has_mem[MEM_COUNT];
+
+    /* foreign: registered in the agent and attached to dwin */
+    mbuf_t fbuf, fcopy; /* fcopy: initiator only, the memcpy reference's other side */
+    uint64_t f_peer_addr;
+    MPI_Aint f_peer_disp;
+    MPI_Win dwin; /* dynamic window for raw MPI on foreign (and host xpu) memory */
+    bool has_dwin;
+
+    /* arena: mpixfer_mem_alloc memory for mpixfer; the bench's own shared window for raw
+     * MPI and memcpy */
+    mbuf_t abuf;
+    uint64_t a_peer_addr;
+    size_t arena_size;
+    MPI_Comm node_comm;
+    MPI_Win swin;
+    bool has_swin;
+    int s_peer; /* the partner's rank in node_comm */
+    mbuf_t sbuf;
+    unsigned char *s_peer_map;
+
+    /* xpu: --src-mem/--dst-mem */
+    mbuf_t xbuf, xcopy; /* xbuf: src kind on the initiator, dst kind on the target */
+    uint64_t x_peer_addr;
+    MPI_Aint x_peer_disp;
+    uint32_t x_dev, x_peer_dev;
+    bool x_raw;       /* raw MPI can reach the xpu buffers (host memory or CUDA-aware MPI) */
+    bool gpu_real;    /* cudaMalloc'd device memory */
+    bool gpu_emulated;
+    const char *copy_kind[2]; /* per op: "D2D", "D2H", "H2D", "H2H" */
+
+    unsigned char *scratch; /* host copy of device buffers for fill and verify */
+
+    size_t *islot, *tslot; /* slots of the current point; NULL: identity */
+    size_t *islot_v, *tslot_v;
     mpixfer_mem_desc_t *src_descs, *dst_descs;
-    double *lat;          /* per-request latencies of one method, seconds */
+    unsigned char **lptr;
+    uintptr_t *rptr; /* raw: displacement; copy: pointer */
+    double *lat, *post; /* per request of one method, seconds */
+
+    /* set per method before a run */
+    MPI_Win run_win;
+    int run_target;
+    mpixfer_mem_type_t run_src_type, run_dst_type;
 } bench_t;
+
+static const char *mem_label(const bench_t *b, memkind_t m)
+{
+    if (m == MEM_FOREIGN)
+        return "foreign";
+    if (m == MEM_ARENA)
+        return "arena";
+    if (b->o->src_vram)
+        return b->o->dst_vram ? "vram-vram" : "vram-dram";
+    return b->o->dst_vram ? "dram-vram" : "dram-dram";
+}
+
+static const char *method_label(const bench_t *b, const point_t *p, method_t m)
+{
+    static const char *const names[M_COUNT] = {"mpixfer", "raw-mpi", "memcpy"};
+    if (m == M_COPY && p->mem == MEM_XPU)
+        return "cudaMemcpy";
+    (void)b;
+    return names[m];
+}
+
+static void buf_fill(bench_t *b, mbuf_t *m, size_t block, size_t batch, const size_t *slots,
+                     uint64_t seed)
+{
+    if (m->tag == seed)
+        return; /* already holds this stream in this layout */
+    size_t bytes = block * batch;
+    if (!m->dev) {
+        fill_blocks(m->p, block, batch, slots, seed);
+    } else {
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+        fill_blocks(b->scratch, block, batch, slots, seed);
+        CUCHK(cudaMemcpy(m->p, b->scratch, (bytes + 7) / 8 * 8, cudaMemcpyHostToDevice));
+#endif
+    }
+    (void)b;
+    (void)bytes;
+    m->tag = seed;
+}
+
+/* Overwrite the bytes a point will receive, so stale data cannot pass verification. */
+static void buf_scramble(mbuf_t *m, size_t bytes, int salt)
+{
+    int v = 0xA5 ^ (salt * 0x3B);
+    if (!m->dev)
+        memset(m->p, v & 0xFF, bytes);
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+    else
+        CUCHK(cudaMemset(m->p, v & 0xFF, bytes));
+#endif
+    m->tag = 0;
+}
+
+static size_t buf_verify(bench_t *b, mbuf_t *m, size_t block, size_t batch,
+                         const size_t *slots, uint64_t seed)
+{
+    const unsigned char *h = m->p;
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+    if (m->dev) {
+        CUCHK(cudaMemcpy(b->scratch, m->p, block * batch, cudaMemcpyDeviceToHost));
+        h = b->scratch;
+    }
+#endif
+    (void)b;
+    return verify_blocks(h, block, batch, slots, seed);
+}
 
 /* Leave a phase: the initiator when its work is done, the target after serving it. */
 static void phase_end(bench_t *b)
@@ -432,9 +769,9 @@ static void agree(bool ok, const char *what, const point_t *p)
         if (!ok || g_rank == 0)
             fprintf(stderr,
                     "mpixfer-bench[rank %d]: VERIFICATION FAILED (%s) op=%s block=%zu "
-                    "batch=%zu%s\n",
+                    "batch=%zu pattern=%s%s\n",
                     g_rank, what, p->op == MPIXFER_OP_READ ? "read" : "write", p->block,
-                    p->batch, ok ? " (on another rank)" : "");
+                    p->batch, pattern_name[p->pattern], ok ? " (on another rank)" : "");
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
@@ -446,14 +783,19 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void summarise(double *lat, long n, double total_s, size_t bytes_per_req, result_t *r)
+static void summarise(double *lat, const double *post, long n, double total_s,
+                      size_t bytes_per_req, result_t *r)
 {
-    double sum = 0;
-    for (long i = 0; i < n; i++)
+    double sum = 0, psum = 0;
+    for (long i = 0; i < n; i++) {
         sum += lat[i];
+        psum += post[i];
+    }
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    r->valid = true;
     r->gbps = total_s > 0 ? (double)bytes_per_req * (double)n / total_s / 1e9 : 0;
     r->avg_us = sum / (double)n * 1e6;
+    r->post_us = psum / (double)n * 1e6;
     r->p50_us = lat[(n - 1) / 2] * 1e6;
     long i99 = (long)ceil(0.99 * (double)n) - 1; /* nearest-rank percentile */
     r->p99_us = lat[i99 < 0 ? 0 : i99] * 1e6;
@@ -461,13 +803,16 @@ static void summarise(double *lat, long n, double total_s, size_t bytes_per_req,
 
 /* --------------------------------------------------------------- methods */
 
-/* One mpixfer request of p->batch descriptors; returns its latency in seconds. */
-static double mpixfer_once(bench_t *b, const point_t *p)
+/* Each returns the latency of one request in seconds and its post time in *post. */
+typedef double (*once_fn)(bench_t *, const point_t *, double *post);
+
+/* One mpixfer request of p->batch descriptors. */
+static double mpixfer_once(bench_t *b, const point_t *p, double *post)
 {
     mpixfer_transfer_request_t req = {
         .op = p->op,
-        .src = {MPIXFER_MEM_DRAM, b->src_descs, p->batch},
-        .dst = {MPIXFER_MEM_DRAM, b->dst_descs, p->batch},
+        .src = {b->run_src_type, b->src_descs, p->batch},
+        .dst = {b->run_dst_type, b->dst_descs, p->batch},
         .remote_name = b->peer_name,
         .sync_message = NULL,
         .sync_message_len = 0,
@@ -475,8 +820,9 @@ static double mpixfer_once(bench_t *b, const point_t *p)
     mpixfer_request_t *x = NULL;
     double t0 = MPI_Wtime();
     XF(mpixfer_submit_transfer(b->agent, &req, &x));
-    mpixfer_state_t s = mpixfer_request_wait(x, -1);
     double t1 = MPI_Wtime();
+    mpixfer_state_t s = mpixfer_request_wait(x, -1);
+    double t2 = MPI_Wtime();
     if (s != MPIXFER_STATE_SUCCESS) {
         mpixfer_status_t st = mpixfer_request_status(x);
         die("request wait returned %s: %s (%s)",
@@ -484,129 +830,262 @@ static double mpixfer_once(bench_t *b, const point_t *p)
             mpixfer_status_name(st));
     }
     mpixfer_request_free(x);
-    return t1 - t0;
+    *post = t1 - t0;
+    return t2 - t0;
 }
 
 /* The same pattern as raw RMA: one Put/Get per block, one flush per batch. */
-static double raw_once(bench_t *b, const point_t *p)
+static double raw_once(bench_t *b, const point_t *p, double *post)
 {
     const int cnt = (int)p->block;
+    const MPI_Win win = b->run_win;
+    const int target = b->run_target;
     double t0 = MPI_Wtime();
-    for (size_t i = 0; i < p->batch; i++) {
-        void *local = (void *)(uintptr_t)b->src_descs[i].addr;
-        MPI_Aint disp = b->peer_disp + (MPI_Aint)(b->dst_descs[i].addr - b->peer_addr);
-        if (p->op == MPIXFER_OP_WRITE)
-            MPICHK(MPI_Put(local, cnt, MPI_BYTE, b->peer, disp, cnt, MPI_BYTE, b->win));
-        else
-            MPICHK(MPI_Get(local, cnt, MPI_BYTE, b->peer, disp, cnt, MPI_BYTE, b->win));
-    }
-    MPICHK(MPI_Win_flush(b->peer, b->win));
-    return MPI_Wtime() - t0;
+    if (p->op == MPIXFER_OP_WRITE)
+        for (size_t i = 0; i < p->batch; i++)
+            MPICHK(MPI_Put(b->lptr[i], cnt, MPI_BYTE, target, (MPI_Aint)b->rptr[i], cnt,
+                           MPI_BYTE, win));
+    else
+        for (size_t i = 0; i < p->batch; i++)
+            MPICHK(MPI_Get(b->lptr[i], cnt, MPI_BYTE, target, (MPI_Aint)b->rptr[i], cnt,
+                           MPI_BYTE, win));
+    double t1 = MPI_Wtime();
+    MPICHK(MPI_Win_flush(target, win));
+    double t2 = MPI_Wtime();
+    *post = t1 - t0;
+    return t2 - t0;
 }
 
-/* The local copy of the same blocks: buf block i -> copy slot slot_of(i). */
-static double memcpy_once(bench_t *b, const point_t *p)
+/* The copy reference: memcpy of the same blocks (locally, or through the peer's mapping). */
+static double memcpy_once(bench_t *b, const point_t *p, double *post)
 {
+    const size_t n = p->block;
     double t0 = MPI_Wtime();
-    for (size_t i = 0; i < p->batch; i++)
-        memcpy(b->copy + slot_of(i, p->batch, b->o->reverse) * p->block, b->buf + i * p->block,
-               p->block);
-    return MPI_Wtime() - t0;
+    if (p->op == MPIXFER_OP_WRITE)
+        for (size_t i = 0; i < p->batch; i++)
+            memcpy((void *)b->rptr[i], b->lptr[i], n);
+    else
+        for (size_t i = 0; i < p->batch; i++)
+            memcpy(b->lptr[i], (const void *)b->rptr[i], n);
+    double t = MPI_Wtime() - t0;
+    *post = t;
+    return t;
 }
 
-typedef double (*once_fn)(bench_t *, const point_t *);
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+/* cudaMemcpy of the same blocks between the src kind and the dst kind. */
+static double cudacopy_once(bench_t *b, const point_t *p, double *post)
+{
+    const size_t n = p->block;
+    double t0 = MPI_Wtime();
+    if (p->op == MPIXFER_OP_WRITE)
+        for (size_t i = 0; i < p->batch; i++)
+            CUCHK(cudaMemcpy((void *)b->rptr[i], b->lptr[i], n, cudaMemcpyDefault));
+    else
+        for (size_t i = 0; i < p->batch; i++)
+            CUCHK(cudaMemcpy(b->lptr[i], (const void *)b->rptr[i], n, cudaMemcpyDefault));
+    CUCHK(cudaDeviceSynchronize()); /* device-to-device copies may return early */
+    double t = MPI_Wtime() - t0;
+    *post = t;
+    return t;
+}
+#endif
 
 /* Warm up, then time p->iters requests; the initiator fills r. */
 static void timed_run(bench_t *b, const point_t *p, once_fn fn, result_t *r)
 {
+    double dummy;
     for (long i = 0; i < p->warmup; i++)
-        (void)fn(b, p);
+        (void)fn(b, p, &dummy);
     double t0 = MPI_Wtime();
     for (long i = 0; i < p->iters; i++)
-        b->lat[i] = fn(b, p);
+        b->lat[i] = fn(b, p, &b->post[i]);
     double total = MPI_Wtime() - t0;
-    summarise(b->lat, p->iters, total, p->block * p->batch, r);
+    summarise(b->lat, b->post, p->iters, total, p->block * p->batch, r);
 }
 
 /*
- * One RMA method at one point: the receiving side scrambles its destination, one
- * untimed request moves the pattern, the receiving side verifies it, then the timed run.
+ * The buffers of one method: @p local on the initiator (slot layout islot), @p remote on
+ * its owner (slot layout tslot): the target, or the initiator itself for a local copy.
+ * NULL where this rank holds no such buffer.
  */
-static void run_rma_method(bench_t *b, point_t *p, method_t m, uint64_t seed)
+static void method_buffers(bench_t *b, memkind_t mem, method_t m, mbuf_t **local,
+                           mbuf_t **remote)
 {
-    const size_t bytes = p->block * p->batch;
-    const bool write = p->op == MPIXFER_OP_WRITE;
-    /* The side that receives the data: the target for WRITE, the initiator for READ. */
-    const bool receiver = write ? b->target : b->initiator;
-    once_fn fn = m == M_MPIXFER ? mpixfer_once : raw_once;
+    *local = *remote = NULL;
+    bool remote_is_self = m == M_COPY && mem != MEM_ARENA;
+    mbuf_t *l = NULL, *r = NULL;
+    switch (mem) {
+    case MEM_FOREIGN:
+        l = &b->fbuf;
+        r = m == M_COPY ? &b->fcopy : &b->fbuf;
+        break;
+    case MEM_ARENA:
+        l = m == M_MPIXFER ? &b->abuf : &b->sbuf;
+        r = l;
+        break;
+    default:
+        l = &b->xbuf;
+        r = m == M_COPY ? &b->xcopy : &b->xbuf;
+        break;
+    }
+    if (b->initiator) {
+        *local = l;
+        if (remote_is_self)
+            *remote = r;
+    } else if (b->target && !remote_is_self) {
+        *remote = r;
+    }
+}
 
-    if (receiver) /* a different seed: stale bytes cannot pass verification */
-        fill_pattern(b->buf, bytes, seed ^ 0xDEADBEEFCAFEULL);
-    if (b->buf) /* publish our local stores to the window before the peer's RMA */
-        MPICHK(MPI_Win_sync(b->win));
+/* Initiator: the descriptor lists or pointer lists of method m at point p. */
+static once_fn method_setup(bench_t *b, const point_t *p, method_t m)
+{
+    const size_t bs = p->block;
+    const size_t *is = b->islot, *ts = b->tslot;
+    switch (m) {
+    case M_MPIXFER: {
+        unsigned char *l = p->mem == MEM_FOREIGN ? b->fbuf.p
+                           : p->mem == MEM_ARENA ? b->abuf.p
+                                                 : b->xbuf.p;
+        uint64_t r = p->mem == MEM_FOREIGN ? b->f_peer_addr
+                     : p->mem == MEM_ARENA ? b->a_peer_addr
+                                           : b->x_peer_addr;
+        uint32_t ldev = p->mem == MEM_XPU && b->o->src_vram ? b->x_dev : 0;
+        uint32_t rdev = p->mem == MEM_XPU && b->o->dst_vram ? b->x_peer_dev : 0;
+        b->run_src_type = p->mem == MEM_XPU && b->o->src_vram ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM;
+        b->run_dst_type = p->mem == MEM_XPU && b->o->dst_vram ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM;
+        for (size_t i = 0; i < p->batch; i++) {
+            b->src_descs[i] =
+                (mpixfer_mem_desc_t){(uintptr_t)(l + (is ? is[i] : i) * bs), bs, ldev};
+            b->dst_descs[i] = (mpixfer_mem_desc_t){(uintptr_t)(r + (ts ? ts[i] : i) * bs), bs, rdev};
+        }
+        return mpixfer_once;
+    }
+    case M_RAW: {
+        unsigned char *l;
+        MPI_Aint base;
+        if (p->mem == MEM_ARENA) {
+            l = b->sbuf.p;
+            base = 0; /* displacement unit 1 from the start of the peer's segment */
+            b->run_win = b->swin;
+            b->run_target = b->s_peer;
+        } else {
+            l = p->mem == MEM_FOREIGN ? b->fbuf.p : b->xbuf.p;
+            base = p->mem == MEM_FOREIGN ? b->f_peer_disp : b->x_peer_disp;
+            b->run_win = b->dwin;
+            b->run_target = b->peer;
+        }
+        for (size_t i = 0; i < p->batch; i++) {
+            b->lptr[i] = l + (is ? is[i] : i) * bs;
+            b->rptr[i] = (uintptr_t)(base + (MPI_Aint)((ts ? ts[i] : i) * bs));
+        }
+        return raw_once;
+    }
+    default: {
+        unsigned char *l = p->mem == MEM_FOREIGN ? b->fbuf.p
+                           : p->mem == MEM_ARENA ? b->sbuf.p
+                                                 : b->xbuf.p;
+        unsigned char *r = p->mem == MEM_FOREIGN ? b->fcopy.p
+                           : p->mem == MEM_ARENA ? b->s_peer_map
+                                                 : b->xcopy.p;
+        for (size_t i = 0; i < p->batch; i++) {
+            b->lptr[i] = l + (is ? is[i] : i) * bs;
+            b->rptr[i] = (uintptr_t)(r + (ts ? ts[i] : i) * bs);
+        }
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+        if (p->mem == MEM_XPU && b->gpu_real)
+            return cudacopy_once;
+#endif
+        return memcpy_once;
+    }
+    }
+}
+
+/* Make local stores visible to the peer's RMA / loads (and theirs to ours). */
+static void sync_windows(bench_t *b)
+{
+    if (b->has_dwin)
+        MPICHK(MPI_Win_sync(b->dwin));
+    if (b->has_swin)
+        MPICHK(MPI_Win_sync(b->swin));
+}
+
+static bool method_runs(const bench_t *b, const point_t *p, method_t m)
+{
+    return !(p->mem == MEM_XPU && m == M_RAW && !b->x_raw);
+}
+
+/*
+ * One method at one point: the data source holds the stream, the receiving side is
+ * scrambled, one untimed request moves the stream, the receiver verifies it, then the
+ * timed run.
+ */
+static void run_method(bench_t *b, point_t *p, method_t m, uint64_t seed)
+{
+    const bool write = p->op == MPIXFER_OP_WRITE;
+    const size_t bytes = p->block * p->batch;
+    mbuf_t *local, *remote;
+    method_buffers(b, p->mem, m, &local, &remote);
+
+    /* WRITE: local -> remote; READ: remote -> local. */
+    mbuf_t *src = write ? local : remote, *dst = write ? remote : local;
+    const size_t *src_slots = write ? b->islot : b->tslot;
+    const size_t *dst_slots = write ? b->tslot : b->islot;
+    if (src)
+        buf_fill(b, src, p->block, p->batch, src_slots, seed);
+    if (dst)
+        buf_scramble(dst, bytes, (int)m);
+    once_fn fn = b->initiator ? method_setup(b, p, m) : NULL;
+    sync_windows(b);
     MPICHK(MPI_Barrier(MPI_COMM_WORLD));
 
+    double dummy;
     if (b->initiator)
-        (void)fn(b, p);
+        (void)fn(b, p, &dummy);
     phase_end(b);
     bool ok = true;
-    if (receiver) {
-        /* our window's public and private copies agree before we read (separate model) */
-        MPICHK(MPI_Win_sync(b->win));
-        /* the target receives in slot order (WRITE), the initiator in stream order (READ) */
-        size_t bad = verify_blocks(b->buf, p->block, p->batch, write && b->o->reverse, seed);
+    if (dst) {
+        sync_windows(b);
+        size_t bad = buf_verify(b, dst, p->block, p->batch, dst_slots, seed);
         if (bad != SIZE_MAX) {
             fprintf(stderr,
-                    "mpixfer-bench[rank %d]: %s %s: destination byte %zu (slot %zu, "
+                    "mpixfer-bench[rank %d]: %s %s %s: destination byte %zu (slot %zu, "
                     "offset %zu) does not match the source pattern\n",
-                    b->rank, method_name[m], write ? "write" : "read", bad, bad / p->block,
-                    bad % p->block);
+                    b->rank, mem_label(b, p->mem), method_label(b, p, m),
+                    write ? "write" : "read", bad, bad / p->block, bad % p->block);
             ok = false;
         }
     }
-    agree(ok, method_name[m], p);
+    agree(ok, method_label(b, p, m), p);
 
     if (b->initiator)
         timed_run(b, p, fn, &p->r[m]);
     phase_end(b);
+    if (dst)
+        dst->tag = seed; /* it holds the stream now */
 }
 
 static void run_point(bench_t *b, point_t *p, int idx)
 {
     const uint64_t seed = 0x5EED0000ULL + (uint64_t)idx;
-    const size_t bytes = p->block * p->batch;
-    const bool write = p->op == MPIXFER_OP_WRITE;
 
-    /*
-     * The data source holds the pattern. Descriptor i pairs the initiator's block i with
-     * the target's slot slot_of(i), so the stream sits in order on the initiator and in
-     * slot order on the target, whichever way it flows.
-     */
-    if (write && b->initiator)
-        fill_blocks(b->buf, p->block, p->batch, false, seed);
-    else if (!write && b->target)
-        fill_blocks(b->buf, p->block, p->batch, b->o->reverse, seed);
-
-    if (b->initiator) {
-        for (size_t i = 0; i < p->batch; i++) {
-            size_t s = slot_of(i, p->batch, b->o->reverse);
-            b->src_descs[i] = (mpixfer_mem_desc_t){(uintptr_t)b->buf + i * p->block, p->block, 0};
-            b->dst_descs[i] = (mpixfer_mem_desc_t){(uintptr_t)(b->peer_addr + s * p->block),
-                                                   p->block, 0};
-        }
+    /* Slots: pair i joins initiator slot islot[i] and target slot tslot[i]. */
+    b->islot = b->tslot = NULL;
+    if (p->pattern == PAT_SCATTERED) {
+        permute(b->islot_v, p->batch, mix64(b->o->seed * 7919 + (uint64_t)idx * 2));
+        permute(b->tslot_v, p->batch, mix64(b->o->seed * 7919 + (uint64_t)idx * 2 + 1));
+        b->islot = b->islot_v;
+        b->tslot = b->tslot_v;
+    } else if (p->pattern == PAT_REVERSE) {
+        for (size_t i = 0; i < p->batch; i++)
+            b->tslot_v[i] = p->batch - 1 - i;
+        b->tslot = b->tslot_v;
     }
 
-    run_rma_method(b, p, M_MPIXFER, seed);
-    run_rma_method(b, p, M_RAW, seed);
-
-    /* After both RMA methods the initiator's buf holds the stream in order for either op. */
-    if (b->initiator) {
-        fill_pattern(b->copy, bytes, seed ^ 0xDEADBEEFCAFEULL);
-        (void)memcpy_once(b, p);
-        if (verify_blocks(b->copy, p->block, p->batch, b->o->reverse, seed) != SIZE_MAX)
-            die("memcpy verification failed (block %zu batch %zu)", p->block, p->batch);
-        timed_run(b, p, memcpy_once, &p->r[M_MEMCPY]);
-    }
+    for (int m = 0; m < M_COUNT; m++)
+        if (method_runs(b, p, (method_t)m))
+            run_method(b, p, (method_t)m, seed);
 
     /* Aggregate bandwidth over all pairs; targets and idle ranks contribute 0. */
     for (int m = 0; m < M_COUNT; m++) {
@@ -633,24 +1112,32 @@ static void fmt_size(size_t v, char *out, size_t n)
 
 static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
 
-static void print_table(const point_t *pts, int n, int pairs)
+static void print_table(const bench_t *b, const point_t *pts, int n, int pairs)
 {
-    printf("%-5s %6s %5s %-8s %9s %10s %10s %10s %8s %8s%s\n", "op", "block", "batch",
-           "method", "GB/s", "avg us", "p50 us", "p99 us", "x raw", "x memcpy",
-           pairs > 1 ? "   agg GB/s" : "");
+    printf("%-5s %-9s %-9s %6s %5s %-10s %9s %10s %10s %10s %10s %7s %7s%s\n", "op", "mem",
+           "pattern", "block", "batch", "method", "GB/s", "avg us", "p50 us", "p99 us",
+           "post us", "x raw", "x copy", pairs > 1 ? "   agg GB/s" : "");
     for (int i = 0; i < n; i++) {
         const point_t *p = &pts[i];
         char bs[32];
         fmt_size(p->block, bs, sizeof bs);
         for (int m = 0; m < M_COUNT; m++) {
             const result_t *r = &p->r[m];
-            printf("%-5s %6s %5zu %-8s %9.3f %10.2f %10.2f %10.2f", op_name(p->op), bs,
-                   p->batch, method_name[m], r->gbps, r->avg_us, r->p50_us, r->p99_us);
-            if (m == M_MPIXFER)
-                printf(" %8.3f %8.3f", ratio(r->gbps, p->r[M_RAW].gbps),
-                       ratio(r->gbps, p->r[M_MEMCPY].gbps));
-            else
-                printf(" %8s %8s", "", "");
+            if (!r->valid)
+                continue;
+            printf("%-5s %-9s %-9s %6s %5zu %-10s %9.3f %10.2f %10.2f %10.2f %10.2f",
+                   op_name(p->op), mem_label(b, p->mem), pattern_name[p->pattern], bs,
+                   p->batch, method_label(b, p, (method_t)m), r->gbps, r->avg_us, r->p50_us,
+                   r->p99_us, r->post_us);
+            if (m == M_MPIXFER) {
+                if (p->r[M_RAW].valid)
+                    printf(" %7.3f", ratio(r->gbps, p->r[M_RAW].gbps));
+                else
+                    printf(" %7s", "-");
+                printf(" %7.3f", ratio(r->gbps, p->r[M_COPY].gbps));
+            } else {
+                printf(" %7s %7s", "", "");
+            }
             if (pairs > 1)
                 printf(" %10.3f", r->agg_gbps);
             printf("\n");
@@ -658,6 +1145,140 @@ static void print_table(const point_t *pts, int n, int pairs)
     }
     fflush(stdout);
 }
+
+/* --------------------------------------------------------------- targets */
+
+typedef struct {
+    const char *key;
+    const char *what;
+    const char *unit; /* "x" for ratios, "us" */
+    bool ge;          /* value >= threshold passes; else value <= threshold */
+    double threshold;
+    bool measured;
+    double value;
+    char detail[160];
+} target_t;
+
+#define NTARGETS 6
+
+static const point_t *find_point(const point_t *pts, int n, mpixfer_op_t op, memkind_t mem,
+                                 pattern_t pat, size_t block, size_t batch)
+{
+    for (int i = 0; i < n; i++)
+        if (pts[i].op == op && pts[i].mem == mem && pts[i].pattern == pat &&
+            pts[i].block == block && pts[i].batch == batch)
+            return &pts[i];
+    return NULL;
+}
+
+static void eval_targets(const bench_t *b, const point_t *pts, int n, target_t *t)
+{
+    memset(t, 0, NTARGETS * sizeof *t);
+    /* contiguous >= 1 MiB: worst mpixfer/raw over ops and blocks, per memory kind */
+    for (int k = 0; k < 2; k++) {
+        memkind_t mem = k == 0 ? MEM_FOREIGN : MEM_ARENA;
+        t[k].key = k == 0 ? "contig_ge_1MiB_foreign" : "contig_ge_1MiB_arena";
+        t[k].what = k == 0 ? "contiguous >= 1 MiB, foreign: mpixfer / raw MPI (dynamic window)"
+                           : "contiguous >= 1 MiB, arena: mpixfer / raw MPI (shared window)";
+        t[k].unit = "x";
+        t[k].ge = true;
+        t[k].threshold = 0.95;
+        for (int i = 0; i < n; i++) {
+            const point_t *p = &pts[i];
+            if (p->mem != mem || p->pattern != PAT_CONTIG || p->batch != 1 || p->block < MIB ||
+                !p->r[M_MPIXFER].valid || !p->r[M_RAW].valid)
+                continue;
+            double v = ratio(p->r[M_MPIXFER].gbps, p->r[M_RAW].gbps);
+            if (!t[k].measured || v < t[k].value) {
+                char bs[32];
+                fmt_size(p->block, bs, sizeof bs);
+                t[k].value = v;
+                snprintf(t[k].detail, sizeof t[k].detail,
+                         "worst: %s %s, %.2f vs %.2f GB/s", op_name(p->op), bs,
+                         p->r[M_MPIXFER].gbps, p->r[M_RAW].gbps);
+            }
+            t[k].measured = true;
+        }
+    }
+    /* 4096 scattered 16 KiB blocks, WRITE */
+    const point_t *p = find_point(pts, n, MPIXFER_OP_WRITE, MEM_FOREIGN, PAT_SCATTERED, 16 * KIB, 4096);
+    t[2] = (target_t){.key = "scattered_16KiB_x4096_foreign",
+                      .what = "4096 scattered 16 KiB WRITE, foreign: mpixfer / raw per-op puts",
+                      .unit = "x", .ge = true, .threshold = 0.95};
+    if (p && p->r[M_MPIXFER].valid && p->r[M_RAW].valid) {
+        t[2].measured = true;
+        t[2].value = ratio(p->r[M_MPIXFER].gbps, p->r[M_RAW].gbps);
+        snprintf(t[2].detail, sizeof t[2].detail, "%.2f vs %.2f GB/s", p->r[M_MPIXFER].gbps,
+                 p->r[M_RAW].gbps);
+    }
+    p = find_point(pts, n, MPIXFER_OP_WRITE, MEM_ARENA, PAT_SCATTERED, 16 * KIB, 4096);
+    t[3] = (target_t){.key = "scattered_16KiB_x4096_arena",
+                      .what = "4096 scattered 16 KiB WRITE, arena: mpixfer / memcpy (shared mapping)",
+                      .unit = "x", .ge = true, .threshold = 0.8};
+    if (p && p->r[M_MPIXFER].valid && p->r[M_COPY].valid) {
+        t[3].measured = true;
+        t[3].value = ratio(p->r[M_MPIXFER].gbps, p->r[M_COPY].gbps);
+        snprintf(t[3].detail, sizeof t[3].detail, "%.2f vs %.2f GB/s; raw MPI %.2f GB/s",
+                 p->r[M_MPIXFER].gbps, p->r[M_COPY].gbps, p->r[M_RAW].gbps);
+    }
+    /* one 8-byte descriptor: median submit+wait minus median put+flush */
+    p = find_point(pts, n, MPIXFER_OP_WRITE, MEM_FOREIGN, PAT_CONTIG, 8, 1);
+    t[4] = (target_t){.key = "latency_8B_foreign",
+                      .what = "8-byte WRITE, foreign: mpixfer submit+wait - raw put+flush (p50)",
+                      .unit = "us", .ge = false, .threshold = 2.0};
+    if (p && p->r[M_MPIXFER].valid && p->r[M_RAW].valid) {
+        t[4].measured = true;
+        t[4].value = p->r[M_MPIXFER].p50_us - p->r[M_RAW].p50_us;
+        snprintf(t[4].detail, sizeof t[4].detail,
+                 "p50 %.2f vs %.2f us; avg %.2f vs %.2f us", p->r[M_MPIXFER].p50_us,
+                 p->r[M_RAW].p50_us, p->r[M_MPIXFER].avg_us, p->r[M_RAW].avg_us);
+    }
+    /* 40000 descriptors posted */
+    p = find_point(pts, n, MPIXFER_OP_WRITE, MEM_FOREIGN, PAT_SCATTERED, 4 * KIB, 40000);
+    t[5] = (target_t){.key = "post_40000_foreign",
+                      .what = "40000 scattered 4 KiB WRITE, foreign: submit time (avg)",
+                      .unit = "us", .ge = false, .threshold = 5000.0};
+    if (p && p->r[M_MPIXFER].valid) {
+        t[5].measured = true;
+        t[5].value = p->r[M_MPIXFER].post_us;
+        const point_t *pa =
+            find_point(pts, n, MPIXFER_OP_WRITE, MEM_ARENA, PAT_SCATTERED, 4 * KIB, 40000);
+        int len = snprintf(t[5].detail, sizeof t[5].detail,
+                           "submit+wait %.0f us; raw put loop %.0f us", p->r[M_MPIXFER].avg_us,
+                           p->r[M_RAW].post_us);
+        if (pa && pa->r[M_MPIXFER].valid && len > 0 && (size_t)len < sizeof t[5].detail)
+            snprintf(t[5].detail + len, sizeof t[5].detail - (size_t)len,
+                     "; arena submit %.0f us (copies inside)", pa->r[M_MPIXFER].post_us);
+    }
+    (void)b;
+}
+
+static bool target_pass(const target_t *t)
+{
+    return t->measured && (t->ge ? t->value >= t->threshold : t->value <= t->threshold);
+}
+
+static void print_targets(const target_t *t)
+{
+    printf("\n# targets (issue 4; reported, never a failure of the run)\n");
+    for (int i = 0; i < NTARGETS; i++) {
+        if (!t[i].measured) {
+            printf("  %-70s   not measured in this run\n", t[i].what);
+            continue;
+        }
+        if (t[i].unit[0] == 'x')
+            printf("  %-70s %8.3f  (target %s %.2f)  %s  [%s]\n", t[i].what, t[i].value,
+                   t[i].ge ? ">=" : "<=", t[i].threshold, target_pass(&t[i]) ? "PASS" : "MISS",
+                   t[i].detail);
+        else
+            printf("  %-70s %8.2f us (target %s %.0f us)  %s  [%s]\n", t[i].what, t[i].value,
+                   t[i].ge ? ">=" : "<=", t[i].threshold, target_pass(&t[i]) ? "PASS" : "MISS",
+                   t[i].detail);
+    }
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------------ JSON */
 
 static void json_string(FILE *f, const char *s)
 {
@@ -675,7 +1296,16 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void write_json(const char *path, const point_t *pts, int n, const bench_t *b)
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+static void write_json(const char *path, const point_t *pts, int n, const bench_t *b,
+                       const target_t *t, int argc, char **argv, const char *gpu_path)
 {
     FILE *f = fopen(path, "w");
     if (!f) {
@@ -692,47 +1322,196 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        strcpy(host, "unknown");
+    const opts_t *o = b->o;
 
     fprintf(f, "{\n  \"meta\": {\n    \"mpi_library\": ");
     json_string(f, lib);
     fprintf(f, ",\n    \"mpixfer_version\": ");
     json_string(f, mpixfer_version());
-    fprintf(f, ",\n    \"ranks\": %d,\n    \"pairs\": %d,\n    \"date\": \"%s\",\n", b->size,
-            b->size / 2, date);
-    fprintf(f, "    \"pattern\": \"%s\",\n    \"max_bytes\": %zu\n  },\n  \"results\": [",
-            b->o->reverse ? "reverse" : "contig", b->o->max_bytes);
+    fprintf(f, ",\n    \"ranks\": %d,\n    \"pairs\": %d,\n    \"date\": \"%s\",\n    \"host\": ",
+            b->size, b->size / 2, date);
+    json_string(f, host);
+    fprintf(f, ",\n    \"gpu_path\": ");
+    json_string(f, gpu_path);
+    fprintf(f, ",\n    \"gpu_emulated\": %s,\n    \"command\": \"", b->gpu_emulated ? "true" : "false");
+    for (int i = 0; i < argc; i++) {
+        if (i)
+            fputc(' ', f);
+        for (const char *c = argv[i]; *c; c++)
+            if (*c == '"' || *c == '\\')
+                fprintf(f, "\\%c", *c);
+            else if ((unsigned char)*c >= 0x20)
+                fputc(*c, f);
+    }
+    fprintf(f, "\",\n    \"options\": {\"pattern\": \"%s\", \"quick\": %s, \"op\": \"%s\", "
+               "\"mem\": [",
+            pattern_name[o->pattern], o->quick ? "true" : "false",
+            o->do_read && o->do_write ? "both" : o->do_read ? "read" : "write");
     bool first = true;
+    for (int m = 0; m < MEM_COUNT; m++)
+        if (b->has_mem[m]) {
+            fprintf(f, "%s\"%s\"", first ? "" : ", ", mem_label(b, (memkind_t)m));
+            first = false;
+        }
+    fprintf(f, "], \"src_mem\": \"%s\", \"dst_mem\": \"%s\", \"max_bytes\": %zu, "
+               "\"arena_size\": %zu, \"post_batch\": %zu, \"iters\": %ld, \"warmup\": %ld, "
+               "\"seed\": %" PRIu64 "}\n  },\n  \"results\": [",
+            o->src_vram ? "vram" : "dram", o->dst_vram ? "vram" : "dram", o->max_bytes,
+            b->arena_size, o->post_batch, o->iters, o->warmup, o->seed);
+    first = true;
     for (int i = 0; i < n; i++) {
         const point_t *p = &pts[i];
         for (int m = 0; m < M_COUNT; m++) {
             const result_t *r = &p->r[m];
+            if (!r->valid)
+                continue;
             fprintf(f,
-                    "%s\n    {\"op\": \"%s\", \"block\": %zu, \"batch\": %zu, "
-                    "\"method\": \"%s\", \"iters\": %ld, \"gbps\": %.6f, \"avg_us\": %.3f, "
-                    "\"p50_us\": %.3f, \"p99_us\": %.3f, \"agg_gbps\": %.6f, "
-                    "\"ratio_raw\": %.6f, \"ratio_memcpy\": %.6f}",
-                    first ? "" : ",", op_name(p->op), p->block, p->batch, method_name[m],
-                    p->iters, r->gbps, r->avg_us, r->p50_us, r->p99_us, r->agg_gbps,
-                    ratio(r->gbps, p->r[M_RAW].gbps), ratio(r->gbps, p->r[M_MEMCPY].gbps));
+                    "%s\n    {\"op\": \"%s\", \"mem\": \"%s\", \"pattern\": \"%s\", "
+                    "\"set\": \"%s\", \"block\": %zu, \"batch\": %zu, \"method\": \"%s\", ",
+                    first ? "" : ",", op_name(p->op), mem_label(b, p->mem),
+                    pattern_name[p->pattern], p->tag, p->block, p->batch,
+                    method_label(b, p, (method_t)m));
+            if (m == M_COPY && p->mem == MEM_XPU)
+                fprintf(f, "\"copy\": \"%s\", ", b->copy_kind[p->op]);
+            fprintf(f, "\"iters\": %ld, \"gbps\": ", p->iters);
+            json_num(f, r->gbps);
+            fprintf(f, ", \"avg_us\": ");
+            json_num(f, r->avg_us);
+            fprintf(f, ", \"p50_us\": ");
+            json_num(f, r->p50_us);
+            fprintf(f, ", \"p99_us\": ");
+            json_num(f, r->p99_us);
+            fprintf(f, ", \"post_us\": ");
+            json_num(f, r->post_us);
+            fprintf(f, ", \"agg_gbps\": ");
+            json_num(f, r->agg_gbps);
+            fprintf(f, "}");
             first = false;
         }
     }
-    fprintf(f, "\n  ]\n}\n");
+    fprintf(f, "\n  ],\n  \"targets\": {");
+    for (int i = 0; i < NTARGETS; i++) {
+        fprintf(f, "%s\n    \"%s\": {\"description\": ", i ? "," : "", t[i].key);
+        json_string(f, t[i].what);
+        fprintf(f, ", \"measured\": %s, \"value\": ", t[i].measured ? "true" : "false");
+        if (t[i].measured)
+            json_num(f, t[i].value);
+        else
+            fputs("null", f);
+        fprintf(f, ", \"unit\": \"%s\", \"cmp\": \"%s\", \"threshold\": ",
+                t[i].unit[0] == 'x' ? "ratio" : "us", t[i].ge ? ">=" : "<=");
+        json_num(f, t[i].threshold);
+        fprintf(f, ", \"pass\": %s, \"detail\": ",
+                t[i].measured ? (target_pass(&t[i]) ? "true" : "false") : "null");
+        json_string(f, t[i].detail);
+        fputc('}', f);
+    }
+    fprintf(f, "\n  }\n}\n");
     if (fclose(f) != 0)
         fprintf(stderr, "mpixfer-bench: error writing %s\n", path);
 }
 
-/* ------------------------------------------------------------------- main */
+/* ------------------------------------------------------------------- setup */
 
-static unsigned char *alloc_touched(size_t len)
+/* VRAM: is there a device (or emulation)? Decides for every rank alike. Returns false to
+ * skip. */
+static bool gpu_probe(bench_t *b)
 {
-    void *p = NULL;
-    int rc = posix_memalign(&p, PAGE, len);
-    if (rc != 0)
-        die("posix_memalign(%zu): %s", len, strerror(rc));
-    memset(p, 0, len); /* fault the pages in now, not inside a timed request */
-    return p;
+    const char *emu = getenv("MPIXFER_GPU_EMULATE");
+    int ok = 0;
+    b->gpu_emulated = emu != NULL && *emu != '\0' && strcmp(emu, "0") != 0;
+    if (b->gpu_emulated) {
+        ok = 1;
+    } else {
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+        int n = 0;
+        if (cudaGetDeviceCount(&n) == cudaSuccess && n > 0) {
+            ok = 1;
+            b->gpu_real = true;
+            /* one device per process of a node, round robin */
+            MPI_Comm nc;
+            int lr = 0;
+            MPICHK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &nc));
+            MPI_Comm_rank(nc, &lr);
+            MPI_Comm_free(&nc);
+            b->x_dev = (uint32_t)(lr % n);
+            CUCHK(cudaSetDevice((int)b->x_dev));
+        } else {
+            (void)cudaGetLastError();
+        }
+#endif
+    }
+    int all = 0;
+    MPICHK(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (!all)
+        b->gpu_real = false;
+    return all != 0;
 }
+
+static void xpu_alloc(bench_t *b, mbuf_t *m, bool vram, size_t len)
+{
+    m->len = len;
+    m->tag = 0;
+    m->dev = vram && b->gpu_real;
+    if (!m->dev) {
+        m->p = alloc_touched(len);
+        return;
+    }
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+    void *p = NULL;
+    CUCHK(cudaMalloc(&p, len));
+    CUCHK(cudaMemset(p, 0, len));
+    m->p = p;
+#endif
+}
+
+static void xpu_free(mbuf_t *m)
+{
+    if (!m->p)
+        return;
+#ifdef MPIXFER_BENCH_HAVE_CUDA
+    if (m->dev) {
+        cudaFree(m->p);
+        m->p = NULL;
+        return;
+    }
+#endif
+    free(m->p);
+    m->p = NULL;
+}
+
+static void check_advertised(bench_t *b, uint64_t addr, mpixfer_mem_type_t type, uint32_t dev,
+                             const char *what)
+{
+    mpixfer_mem_desc_t probe = {(uintptr_t)addr, b->pool, dev};
+    mpixfer_mem_descs_t probes = {type, &probe, 1};
+    if (!mpixfer_check_remote_descs(b->agent, b->peer_name, &probes))
+        die("after bootstrap, %s does not advertise its %zu-byte %s buffer at 0x%" PRIx64,
+            b->peer_name, b->pool, what, addr);
+}
+
+/* The arena kind needs every pair on one node (the shared window); false: skip it. */
+static bool arena_pairs_on_node(bench_t *b)
+{
+    MPICHK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL,
+                               &b->node_comm));
+    MPI_Group gw, gn;
+    MPICHK(MPI_Comm_group(MPI_COMM_WORLD, &gw));
+    MPICHK(MPI_Comm_group(b->node_comm, &gn));
+    int peer = b->peer >= 0 ? b->peer : b->rank, np = MPI_UNDEFINED;
+    MPICHK(MPI_Group_translate_ranks(gw, 1, &peer, gn, &np));
+    MPI_Group_free(&gw);
+    MPI_Group_free(&gn);
+    b->s_peer = np;
+    int ok = np != MPI_UNDEFINED, all = 0;
+    MPICHK(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    return all != 0;
+}
+
+/* ------------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
 {
@@ -758,19 +1537,6 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    int npoints = 0;
-    point_t *pts = build_points(&o, &npoints);
-    if (npoints == 0)
-        die("nothing to measure (every block size exceeds --max-bytes?)");
-    size_t max_req = 0;
-    long max_iters = 0;
-    for (int i = 0; i < npoints; i++) {
-        if (pts[i].block * pts[i].batch > max_req)
-            max_req = pts[i].block * pts[i].batch;
-        if (pts[i].iters > max_iters)
-            max_iters = pts[i].iters;
-    }
-
     bench_t b = {0};
     b.o = &o;
     b.rank = g_rank;
@@ -778,68 +1544,199 @@ int main(int argc, char **argv)
     b.initiator = g_rank % 2 == 0 && g_rank + 1 < size;
     b.target = g_rank % 2 == 1;
     b.peer = b.initiator ? g_rank + 1 : b.target ? g_rank - 1 : -1;
-    /* Rounded up to whole pages (and so to whole pattern words). */
-    b.buf_len = (max_req + PAGE - 1) / PAGE * PAGE;
+    b.node_comm = MPI_COMM_NULL;
+    b.copy_kind[MPIXFER_OP_WRITE] = o.src_vram ? (o.dst_vram ? "D2D" : "D2H")
+                                               : (o.dst_vram ? "H2D" : "H2H");
+    b.copy_kind[MPIXFER_OP_READ] = o.dst_vram ? (o.src_vram ? "D2D" : "D2H")
+                                              : (o.src_vram ? "H2D" : "H2H");
 
-    if (b.peer >= 0)
-        b.buf = alloc_touched(b.buf_len);
-    if (b.initiator) {
-        b.copy = alloc_touched(b.buf_len);
-        size_t maxbatch = 0;
-        for (int i = 0; i < npoints; i++)
-            maxbatch = pts[i].batch > maxbatch ? pts[i].batch : maxbatch;
-        b.src_descs = calloc(maxbatch, sizeof *b.src_descs);
-        b.dst_descs = calloc(maxbatch, sizeof *b.dst_descs);
-        b.lat = calloc((size_t)max_iters, sizeof *b.lat);
-        if (!b.src_descs || !b.dst_descs || !b.lat)
-            die("out of memory");
+    if (o.mem[MEM_XPU] && !gpu_probe(&b)) {
+        if (g_rank == 0)
+            printf("no GPU: skipping VRAM (set MPIXFER_GPU_EMULATE=1 to run the VRAM path on "
+                   "host memory)\n");
+        MPI_Finalize();
+        return 0;
     }
+    if (o.mem[MEM_ARENA] && !arena_pairs_on_node(&b)) {
+        if (g_rank == 0)
+            fprintf(stderr, "mpixfer-bench: a pair spans nodes: skipping --mem arena\n");
+        o.mem[MEM_ARENA] = false;
+        if (!o.mem[MEM_FOREIGN]) {
+            MPI_Finalize();
+            return 0;
+        }
+    }
+    for (int m = 0; m < MEM_COUNT; m++)
+        b.has_mem[m] = o.mem[m];
 
-    /* mpixfer: one context, one agent per rank, the buffer registered once. */
-    XF(mpixfer_context_create(MPI_COMM_WORLD, &b.ctx));
+    points_t ps = build_points(&o);
+    point_t *pts = ps.v;
+    int npoints = ps.n;
+    if (npoints == 0)
+        die("nothing to measure (every block size exceeds --max-bytes?)");
+    size_t max_req = 0, maxbatch = 0;
+    long max_iters = 0;
+    for (int i = 0; i < npoints; i++) {
+        if (pts[i].block * pts[i].batch > max_req)
+            max_req = pts[i].block * pts[i].batch;
+        if (pts[i].batch > maxbatch)
+            maxbatch = pts[i].batch;
+        if (pts[i].iters > max_iters)
+            max_iters = pts[i].iters;
+    }
+    /* Rounded up to whole pages (and so to whole pattern words). */
+    b.pool = (max_req + PAGE - 1) / PAGE * PAGE;
+    const bool have_peer = b.peer >= 0;
+
+    /* mpixfer: one context (with an arena when asked), one agent per rank. */
+    mpixfer_context_params_t params = MPIXFER_CONTEXT_PARAMS_INIT;
+    if (o.mem[MEM_ARENA]) {
+        b.arena_size = o.arena_size ? o.arena_size : 2 * b.pool;
+        if (b.arena_size < b.pool + PAGE)
+            die("--arena-size %zu is too small for a %zu-byte pool", b.arena_size, b.pool);
+        params.arena_size = b.arena_size;
+    }
+    XF(mpixfer_context_create_with_params(MPI_COMM_WORLD, &params, &b.ctx));
+    mpixfer_gpu_path_t gpath = mpixfer_context_gpu_path(b.ctx);
+    const char *gpath_name = mpixfer_gpu_path_name(gpath);
+    if (o.mem[MEM_XPU] && gpath == MPIXFER_GPU_PATH_NONE) {
+        if (g_rank == 0)
+            printf("no GPU: skipping VRAM (mpixfer reports GPU path 'none')\n");
+        XF(mpixfer_context_destroy(b.ctx));
+        MPI_Finalize();
+        return 0;
+    }
     char name[64];
     snprintf(name, sizeof name, "bench-%d", g_rank);
-    if (b.peer >= 0)
+    if (have_peer)
         snprintf(b.peer_name, sizeof b.peer_name, "bench-%d", b.peer);
     mpixfer_agent_config_t cfg = MPIXFER_AGENT_CONFIG_INIT;
     cfg.name = name;
     XF(mpixfer_agent_create(b.ctx, &cfg, &b.agent));
-    mpixfer_mem_desc_t reg = {(uintptr_t)b.buf, b.buf_len, 0};
-    mpixfer_mem_descs_t regs = {MPIXFER_MEM_DRAM, &reg, 1};
-    if (b.peer >= 0)
-        XF(mpixfer_register_memory(b.agent, &regs));
+
+    /* Buffers, registrations. */
+    mpixfer_mem_desc_t freg = {0}, areg = {0}, xreg = {0};
+    mpixfer_mem_descs_t fregs = {MPIXFER_MEM_DRAM, &freg, 1}, aregs = {MPIXFER_MEM_DRAM, &areg, 1};
+    mpixfer_mem_descs_t xregs = {MPIXFER_MEM_DRAM, &xreg, 1};
+    bool local_vram = b.initiator ? o.src_vram : o.dst_vram;
+    if (have_peer && o.mem[MEM_FOREIGN]) {
+        b.fbuf = (mbuf_t){alloc_touched(b.pool), b.pool, false, 0};
+        if (b.initiator)
+            b.fcopy = (mbuf_t){alloc_touched(b.pool), b.pool, false, 0};
+        freg = (mpixfer_mem_desc_t){(uintptr_t)b.fbuf.p, b.pool, 0};
+        XF(mpixfer_register_memory(b.agent, &fregs));
+    }
+    if (have_peer && o.mem[MEM_ARENA]) {
+        void *p = NULL;
+        XF(mpixfer_mem_alloc(b.ctx, b.pool, &p));
+        memset(p, 0, b.pool);
+        b.abuf = (mbuf_t){p, b.pool, false, 0};
+        areg = (mpixfer_mem_desc_t){(uintptr_t)p, b.pool, 0};
+        XF(mpixfer_register_memory(b.agent, &aregs));
+    }
+    if (have_peer && o.mem[MEM_XPU]) {
+        xpu_alloc(&b, &b.xbuf, local_vram, b.pool);
+        if (b.initiator)
+            xpu_alloc(&b, &b.xcopy, o.dst_vram, b.pool);
+        xregs.type = local_vram ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM;
+        xreg = (mpixfer_mem_desc_t){(uintptr_t)b.xbuf.p, b.pool, local_vram ? b.x_dev : 0};
+        XF(mpixfer_register_memory(b.agent, &xregs));
+        if (b.xbuf.dev || b.xcopy.dev)
+            b.scratch = alloc_touched(b.pool);
+    }
     XF(mpixfer_bootstrap(b.ctx));
 
-    /* Descriptors are opaque, so the buffer addresses travel separately. */
-    uint64_t my_addr = (uint64_t)(uintptr_t)b.buf;
-    uint64_t *addrs = calloc((size_t)size, sizeof *addrs);
-    MPI_Aint my_disp = 0, *disps = calloc((size_t)size, sizeof *disps);
-    if (!addrs || !disps)
+    /* Descriptors are opaque, so addresses travel separately:
+     * foreign addr, arena addr, xpu addr, xpu device. */
+    uint64_t mine[4] = {(uint64_t)(uintptr_t)b.fbuf.p, (uint64_t)(uintptr_t)b.abuf.p,
+                        (uint64_t)(uintptr_t)b.xbuf.p, b.x_dev};
+    uint64_t *all = calloc((size_t)size * 4, sizeof *all);
+    MPI_Aint mydisp[2] = {0, 0}, *disps = calloc((size_t)size * 2, sizeof *disps);
+    if (!all || !disps)
         die("out of memory");
-    MPICHK(MPI_Get_address(b.buf ? (void *)b.buf : (void *)&my_addr, &my_disp));
-    MPICHK(MPI_Allgather(&my_addr, 1, MPI_UINT64_T, addrs, 1, MPI_UINT64_T, MPI_COMM_WORLD));
-    MPICHK(MPI_Allgather(&my_disp, 1, MPI_AINT, disps, 1, MPI_AINT, MPI_COMM_WORLD));
-    if (b.peer >= 0) {
-        b.peer_addr = addrs[b.peer];
-        b.peer_disp = disps[b.peer];
+    if (b.fbuf.p)
+        MPICHK(MPI_Get_address(b.fbuf.p, &mydisp[0]));
+    if (b.xbuf.p)
+        MPICHK(MPI_Get_address(b.xbuf.p, &mydisp[1]));
+    MPICHK(MPI_Allgather(mine, 4, MPI_UINT64_T, all, 4, MPI_UINT64_T, MPI_COMM_WORLD));
+    MPICHK(MPI_Allgather(mydisp, 2, MPI_AINT, disps, 2, MPI_AINT, MPI_COMM_WORLD));
+    if (have_peer) {
+        b.f_peer_addr = all[4 * b.peer + 0];
+        b.a_peer_addr = all[4 * b.peer + 1];
+        b.x_peer_addr = all[4 * b.peer + 2];
+        b.x_peer_dev = (uint32_t)all[4 * b.peer + 3];
+        b.f_peer_disp = disps[2 * b.peer + 0];
+        b.x_peer_disp = disps[2 * b.peer + 1];
     }
-    free(addrs);
+    free(all);
     free(disps);
 
     if (b.initiator) {
-        mpixfer_mem_desc_t probe = {(uintptr_t)b.peer_addr, b.buf_len, 0};
-        mpixfer_mem_descs_t probes = {MPIXFER_MEM_DRAM, &probe, 1};
-        if (!mpixfer_check_remote_descs(b.agent, b.peer_name, &probes))
-            die("after bootstrap, %s does not advertise its %zu-byte buffer at 0x%" PRIx64,
-                b.peer_name, b.buf_len, b.peer_addr);
+        if (o.mem[MEM_FOREIGN])
+            check_advertised(&b, b.f_peer_addr, MPIXFER_MEM_DRAM, 0, "foreign");
+        if (o.mem[MEM_ARENA])
+            check_advertised(&b, b.a_peer_addr, MPIXFER_MEM_DRAM, 0, "arena");
+        if (o.mem[MEM_XPU])
+            check_advertised(&b, b.x_peer_addr, o.dst_vram ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM,
+                             o.dst_vram ? b.x_peer_dev : 0, "xpu");
     }
 
-    /* Raw MPI: the same window kind mpixfer uses, on the same buffers. */
-    MPICHK(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &b.win));
-    MPICHK(MPI_Win_set_errhandler(b.win, MPI_ERRORS_RETURN));
-    if (b.buf)
-        MPICHK(MPI_Win_attach(b.win, b.buf, (MPI_Aint)b.buf_len));
-    MPICHK(MPI_Win_lock_all(0, b.win));
+    /* Raw MPI on foreign (and xpu) memory: the window kind mpixfer uses, same buffers.
+     * Device memory only where MPI can take it (direct path = CUDA-aware MPI). */
+    if (o.mem[MEM_XPU])
+        b.x_raw = !b.gpu_real || gpath == MPIXFER_GPU_PATH_DIRECT;
+    if (o.mem[MEM_FOREIGN] || (o.mem[MEM_XPU] && b.x_raw)) {
+        MPICHK(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &b.dwin));
+        MPICHK(MPI_Win_set_errhandler(b.dwin, MPI_ERRORS_RETURN));
+        if (b.fbuf.p)
+            MPICHK(MPI_Win_attach(b.dwin, b.fbuf.p, (MPI_Aint)b.pool));
+        if (b.xbuf.p && b.x_raw)
+            MPICHK(MPI_Win_attach(b.dwin, b.xbuf.p, (MPI_Aint)b.pool));
+        MPICHK(MPI_Win_lock_all(0, b.dwin));
+        b.has_dwin = true;
+    }
+    /* Raw MPI and memcpy on arena-like memory: a window from MPI_Win_allocate_shared. */
+    if (o.mem[MEM_ARENA]) {
+        MPI_Info info;
+        MPICHK(MPI_Info_create(&info));
+        MPICHK(MPI_Info_set(info, "alloc_shared_noncontig", "true"));
+        void *base = NULL;
+        MPICHK(MPI_Win_allocate_shared((MPI_Aint)(have_peer ? b.pool : 0), 1, info,
+                                       b.node_comm, &base, &b.swin));
+        MPI_Info_free(&info);
+        MPICHK(MPI_Win_set_errhandler(b.swin, MPI_ERRORS_RETURN));
+        b.has_swin = true;
+        if (have_peer) {
+            memset(base, 0, b.pool);
+            b.sbuf = (mbuf_t){base, b.pool, false, 0};
+            MPI_Aint qsize = 0;
+            int qdisp = 0;
+            void *qp = NULL;
+            MPICHK(MPI_Win_shared_query(b.swin, b.s_peer, &qsize, &qdisp, &qp));
+            if ((size_t)qsize < b.pool)
+                die("the partner's shared segment has %zu bytes, not %zu", (size_t)qsize,
+                    b.pool);
+            b.s_peer_map = qp;
+        }
+        MPICHK(MPI_Win_lock_all(MPI_MODE_NOCHECK, b.swin));
+    }
+
+    if (b.initiator || b.target) {
+        b.islot_v = calloc(maxbatch, sizeof *b.islot_v);
+        b.tslot_v = calloc(maxbatch, sizeof *b.tslot_v);
+        if (!b.islot_v || !b.tslot_v)
+            die("out of memory");
+    }
+    if (b.initiator) {
+        b.src_descs = calloc(maxbatch, sizeof *b.src_descs);
+        b.dst_descs = calloc(maxbatch, sizeof *b.dst_descs);
+        b.lptr = calloc(maxbatch, sizeof *b.lptr);
+        b.rptr = calloc(maxbatch, sizeof *b.rptr);
+        b.lat = calloc((size_t)max_iters, sizeof *b.lat);
+        b.post = calloc((size_t)max_iters, sizeof *b.post);
+        if (!b.src_descs || !b.dst_descs || !b.lptr || !b.rptr || !b.lat || !b.post)
+            die("out of memory");
+    }
 
     if (g_rank == 0) {
         char lib[MPI_MAX_LIBRARY_VERSION_STRING];
@@ -848,8 +1745,23 @@ int main(int argc, char **argv)
         char *nl = strchr(lib, '\n');
         if (nl)
             *nl = '\0';
-        printf("# mpixfer-bench: mpixfer %s, %d ranks (%d pairs), %s, pattern %s\n",
-               mpixfer_version(), size, size / 2, lib, o.reverse ? "reverse" : "contig");
+        printf("# mpixfer-bench: mpixfer %s, %d ranks (%d pairs), %s\n", mpixfer_version(),
+               size, size / 2, lib);
+        printf("# pattern %s, mem", pattern_name[o.pattern]);
+        for (int m = 0; m < MEM_COUNT; m++)
+            if (o.mem[m])
+                printf(" %s", mem_label(&b, (memkind_t)m));
+        printf(", pool %zu bytes, arena %zu bytes, %d points\n", b.pool, b.arena_size,
+               npoints);
+        printf("# GPU path: %s", gpath_name);
+        if (o.mem[MEM_XPU])
+            printf(" (src %s, dst %s%s; reference cudaMemcpy WRITE %s, READ %s%s%s)",
+                   o.src_vram ? "vram" : "dram", o.dst_vram ? "vram" : "dram",
+                   b.gpu_emulated ? ", VRAM emulated with host memory" : "",
+                   b.copy_kind[MPIXFER_OP_WRITE], b.copy_kind[MPIXFER_OP_READ],
+                   b.gpu_emulated ? " = memcpy" : "",
+                   b.x_raw ? "" : "; raw MPI skipped: MPI is not CUDA-aware");
+        printf("\n");
         fflush(stdout);
     }
     MPICHK(MPI_Barrier(MPI_COMM_WORLD));
@@ -858,32 +1770,59 @@ int main(int argc, char **argv)
         if (g_rank == 0) {
             char bs[32];
             fmt_size(pts[i].block, bs, sizeof bs);
-            fprintf(stderr, "[%d/%d] %s %s %zu\n", i + 1, npoints, op_name(pts[i].op), bs,
-                    pts[i].batch);
+            fprintf(stderr, "[%d/%d] %s %s %s %s x %zu\n", i + 1, npoints, op_name(pts[i].op),
+                    mem_label(&b, pts[i].mem), pattern_name[pts[i].pattern], bs, pts[i].batch);
         }
         run_point(&b, &pts[i], i);
     }
 
     if (g_rank == 0) {
-        print_table(pts, npoints, size / 2);
+        target_t t[NTARGETS];
+        print_table(&b, pts, npoints, size / 2);
+        eval_targets(&b, pts, npoints, t);
+        print_targets(t);
         if (o.json)
-            write_json(o.json, pts, npoints, &b);
+            write_json(o.json, pts, npoints, &b, t, argc, argv, gpath_name);
     }
 
-    MPICHK(MPI_Win_unlock_all(b.win));
-    if (b.buf)
-        MPICHK(MPI_Win_detach(b.win, b.buf));
-    MPICHK(MPI_Win_free(&b.win));
-    if (b.peer >= 0)
-        XF(mpixfer_deregister_memory(b.agent, &regs));
+    if (b.has_swin) {
+        MPICHK(MPI_Win_unlock_all(b.swin));
+        MPICHK(MPI_Win_free(&b.swin));
+    }
+    if (b.has_dwin) {
+        MPICHK(MPI_Win_unlock_all(b.dwin));
+        if (b.fbuf.p)
+            MPICHK(MPI_Win_detach(b.dwin, b.fbuf.p));
+        if (b.xbuf.p && b.x_raw)
+            MPICHK(MPI_Win_detach(b.dwin, b.xbuf.p));
+        MPICHK(MPI_Win_free(&b.dwin));
+    }
+    if (b.fbuf.p)
+        XF(mpixfer_deregister_memory(b.agent, &fregs));
+    if (b.abuf.p)
+        XF(mpixfer_deregister_memory(b.agent, &aregs));
+    if (b.xbuf.p)
+        XF(mpixfer_deregister_memory(b.agent, &xregs));
     XF(mpixfer_agent_destroy(b.agent));
+    if (b.abuf.p)
+        XF(mpixfer_mem_free(b.ctx, b.abuf.p));
     XF(mpixfer_context_destroy(b.ctx));
+    if (b.node_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&b.node_comm);
 
-    free(b.buf);
-    free(b.copy);
+    free(b.fbuf.p);
+    free(b.fcopy.p);
+    xpu_free(&b.xbuf);
+    xpu_free(&b.xcopy);
+    free(b.scratch);
+    free(b.islot_v);
+    free(b.tslot_v);
     free(b.src_descs);
     free(b.dst_descs);
+    free(b.lptr);
+    free(b.rptr);
     free(b.lat);
+    free(b.post);
     free(pts);
     MPI_Finalize();
     return 0;

@@ -115,10 +115,19 @@ typedef struct {
     /** Staged GPU path: chunks in flight per request; 0 = default (4), or
      *  MPIXFER_GPU_PIPELINE. */
     unsigned gpu_pipeline_depth;
+    /** Bytes of on-node fast memory per process, handed out by mpixfer_mem_alloc(); 0 =
+     *  none unless the environment variable MPIXFER_ARENA_SIZE sets it. Created with
+     *  MPI_Win_allocate_shared: transfers into a peer's arena on the same node are plain
+     *  copies through shared memory, with no MPI call per block. */
+    size_t arena_size;
+    /** A transfer that needs the target's help (staged VRAM) and has heard nothing for this
+     *  long ends in FAILURE with MPIXFER_ERR_TIMEOUT instead of waiting forever; 0 =
+     *  default (60 s), or MPIXFER_STALL_TIMEOUT_MS. */
+    unsigned stall_timeout_ms;
 } mpixfer_context_params_t;
 
 /** Defaults for mpixfer_context_params_t. */
-#define MPIXFER_CONTEXT_PARAMS_INIT {0, 0, 0, 0}
+#define MPIXFER_CONTEXT_PARAMS_INIT {0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Create a context over @p comm. Collective over @p comm.
@@ -191,6 +200,26 @@ MPIXFER_API mpixfer_gpu_path_t mpixfer_context_gpu_path(const mpixfer_context_t 
 
 /** @brief "none", "direct" or "staged"; a static string. */
 MPIXFER_API const char *mpixfer_gpu_path_name(mpixfer_gpu_path_t path);
+
+/**
+ * @brief Allocate from the context's on-node arena (see mpixfer_context_params_t::arena_size).
+ *        Local. Register the memory in an agent like any other before transferring.
+ *        Transfers whose remote side lies in the arena of a process on the same node take
+ *        the shared-memory fast path automatically.
+ * @param[in]  len    bytes, > 0; the block is aligned to 256 bytes.
+ * @param[out] ptr_p  the block, set only on success.
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (len 0, NULL); MPIXFER_ERR_UNSUPPORTED (the
+ *         context has no arena); MPIXFER_ERR_NO_MEMORY (arena exhausted).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_mem_alloc(mpixfer_context_t *ctx, size_t len, void **ptr_p);
+
+/**
+ * @brief Return a block to the arena. Local.
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (not an arena pointer); MPIXFER_ERR_NOT_FOUND
+ *         (not an allocated block, e.g. freed twice); MPIXFER_ERR_BUSY (still registered
+ *         in an agent).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_mem_free(mpixfer_context_t *ctx, void *ptr);
 
 /* ------------------------------------------------------------------ agents */
 
@@ -426,6 +455,58 @@ MPIXFER_API mpixfer_status_t mpixfer_get_notified_sync_messages(mpixfer_agent_t 
 
 /** @brief Free an array from mpixfer_get_notified_sync_messages(). */
 MPIXFER_API void mpixfer_sync_messages_free(mpixfer_sync_message_t *msgs, size_t count);
+
+/* ---------------------------------------------------------------- loopback */
+
+/** A loopback agent: moves memory to and from files within one process. No MPI needed. */
+typedef struct mpixfer_loopback mpixfer_loopback_t;
+
+/** One file extent: an open file descriptor, a length and an offset in the file. */
+typedef struct {
+    int fd;
+    size_t len;
+    uint64_t offset;
+} mpixfer_file_desc_t;
+
+/** How mpixfer_loopback_execute() moved VRAM last (DRAM always uses pread/pwrite). */
+typedef enum {
+    MPIXFER_LOOPBACK_PATH_POSIX = 0,   /**< pread/pwrite on host memory */
+    MPIXFER_LOOPBACK_PATH_STAGED = 1,  /**< VRAM copied through pinned host buffers */
+    MPIXFER_LOOPBACK_PATH_GDS = 2      /**< GPUDirect Storage (cuFile) */
+} mpixfer_loopback_path_t;
+
+/**
+ * @brief Create a loopback agent. Local; MPI need not be initialised.
+ * @param[in]  cfg   NULL for defaults; with @c multi_thread the pairs of one request are
+ *                   spread over @c num_workers threads.
+ * @param[out] lb_p  the agent, set only on success; destroy with mpixfer_loopback_destroy().
+ */
+MPIXFER_API mpixfer_status_t mpixfer_loopback_create(const mpixfer_agent_config_t *cfg,
+                                                     mpixfer_loopback_t **lb_p);
+
+/**
+ * @brief Offload memory[i] to files[i] (is_offload) or load files[i] into memory[i].
+ *
+ * Counts must match and each pair's lengths agree (MPIXFER_ERR_INVALID_ARG otherwise);
+ * short reads and writes are retried until done; a read past the end of a file or any
+ * I/O error is MPIXFER_ERR_IO with errno in the log. Blocking: returns when every byte
+ * moved or an error ended it; nothing is reported as success in part.
+ * @param[in] mem     memory descriptors (DRAM, or VRAM when a GPU is usable).
+ * @param[in] files   @p nfiles file extents; the fds stay owned by the caller.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_loopback_execute(mpixfer_loopback_t *lb,
+                                                      const mpixfer_mem_descs_t *mem,
+                                                      const mpixfer_file_desc_t *files,
+                                                      size_t nfiles, bool is_offload);
+
+/** @brief The path the last VRAM request took (POSIX when none yet). */
+MPIXFER_API mpixfer_loopback_path_t mpixfer_loopback_last_path(const mpixfer_loopback_t *lb);
+
+/** @brief "posix", "staged" or "gds"; a static string. */
+MPIXFER_API const char *mpixfer_loopback_path_name(mpixfer_loopback_path_t path);
+
+/** @brief Destroy a loopback agent (joins its worker threads). NULL is fine. */
+MPIXFER_API mpixfer_status_t mpixfer_loopback_destroy(mpixfer_loopback_t *lb);
 
 /* ---------------------------------------------------------------- progress */
 

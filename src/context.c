@@ -122,6 +122,10 @@ mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
     if (ctx->params.gpu_pipeline_depth == 0 || ctx->params.gpu_pipeline_depth > 64)
         ctx->params.gpu_pipeline_depth = 4;
     ctx->gpu_path = mpixfer__gpu_choose_path();
+    if (ctx->params.stall_timeout_ms == 0)
+        ctx->params.stall_timeout_ms = (unsigned)env_size("MPIXFER_STALL_TIMEOUT_MS", 60000);
+    if (ctx->params.arena_size == 0)
+        ctx->params.arena_size = env_size("MPIXFER_ARENA_SIZE", 0);
 
     pthread_mutexattr_init(&attr);
     /* Recursive: completion callbacks (local delivery) re-enter the library. */
@@ -167,6 +171,11 @@ mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
         }
         ctx->has_win = true;
     }
+    if (ctx->params.arena_size > 0) {
+        st = mpixfer__arena_create(ctx, ctx->params.arena_size);
+        if (st != MPIXFER_OK)
+            goto err_lock;
+    }
 
     LOG_INFO("context: rank %d of %d, world id %016llx, thread level %d, window %s, GPU path "
              "%s%s%s",
@@ -177,8 +186,13 @@ mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
     *ctx_p = ctx;
     return MPIXFER_OK;
 
+err_lock:
+    mpixfer__registry_clear(ctx);
+    if (ctx->has_win)
+        MPI_Win_unlock_all(ctx->win);
 err_win:
-    MPI_Win_free(&ctx->win);
+    if (ctx->size > 1)
+        MPI_Win_free(&ctx->win);
 err_comm:
     MPI_Comm_free(&ctx->comm);
 err_free:
@@ -258,6 +272,7 @@ mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx)
         if (rc != MPI_SUCCESS && st == MPIXFER_OK)
             st = MPIXFER__MPI_ERR("MPI_Win_free", rc);
     }
+    mpixfer__arena_destroy(ctx);
     rc = MPI_Comm_free(&ctx->comm);
     if (rc != MPI_SUCCESS && st == MPIXFER_OK)
         st = MPIXFER__MPI_ERR("MPI_Comm_free", rc);

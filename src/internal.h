@@ -99,6 +99,7 @@ typedef struct {
     size_t npairs;
     size_t pair, off; /* next chunk to post */
     uint64_t next_seq;
+    int64_t last_heard_ns; /* submit, or the last answer: the stall clock */
     unsigned inflight;
     mpixfer__chunk_t *chunks; /* pipeline depth entries */
     mpixfer_status_t err;
@@ -133,6 +134,8 @@ struct mpixfer_request {
     struct mpixfer_request *next_pending;
 };
 
+typedef struct mpixfer__arena mpixfer__arena_t;
+
 struct mpixfer_context {
     MPI_Comm comm;
     int rank, size;
@@ -142,6 +145,7 @@ struct mpixfer_context {
     bool has_win;
     mpixfer_context_params_t params;
     mpixfer_gpu_path_t gpu_path;
+    mpixfer__arena_t *arena; /* NULL without an arena */
     uint64_t next_request_id;
     pthread_mutex_t lock; /* recursive; guards everything below and every MPI call */
 
@@ -233,11 +237,21 @@ int mpixfer__ctrl_poll(mpixfer_context_t *ctx);
 size_t mpixfer__sends_test(mpixfer_context_t *ctx);
 void mpixfer__inbox_clear(mpixfer_agent_t *agent);
 
+/* ------------------------------------------------------------ arena.c */
+/* Collective over the context's communicator. */
+mpixfer_status_t mpixfer__arena_create(mpixfer_context_t *ctx, size_t size);
+/* Collective over the node; the caller has detached the segment already. */
+void mpixfer__arena_destroy(mpixfer_context_t *ctx);
+/* Our mapping of [addr, addr+len) in @p rank's arena, or NULL (not there, other node). */
+void *mpixfer__arena_map(const mpixfer_context_t *ctx, int rank, uintptr_t addr, size_t len);
+
 /* -------------------------------------------------------------- rma.c */
-/* Issue the puts/gets of validated pairs to @p rank (or copy, for this process). */
+/* Issue the puts/gets of validated pairs to @p rank: copies for this process and for a
+ * node peer's arena, MPI_Put/MPI_Get otherwise; *mpi_ops_p counts the latter (0: the
+ * transfer is complete on return). */
 mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
-                                    size_t count);
+                                    size_t count, size_t *mpi_ops_p);
 mpixfer_status_t mpixfer__rma_flush(mpixfer_context_t *ctx, int rank);
 
 /* --------------------------------------------------------------- gpu.c */
@@ -265,6 +279,7 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, int src, mpixfer_agent_t
                                 const mpixfer__ctrl_t *c);
 
 /* ----------------------------------------------------------- request.c */
+int64_t mpixfer__now_ns(void);
 /* Complete pending requests (flush, then sync message). Lock held. Returns work done. */
 int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only);
 

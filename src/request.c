@@ -167,6 +167,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     mpixfer_agent_t *local_target = NULL;
     mpixfer_request_t *x;
     mpixfer_status_t st;
+    size_t mpi_ops = 0;
 
     if (agent == NULL || req == NULL || xfer_p == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, req or xfer_p is NULL");
@@ -248,14 +249,16 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         return MPIXFER_OK;
     }
     st = mpixfer__rma_issue(ctx, req->op, r->rank, req->src.descs, req->dst.descs,
-                            req->src.count);
+                            req->src.count, &mpi_ops);
     if (st != MPIXFER_OK) {
         /* Ops issued before the failure must finish before the caller reuses buffers. */
-        mpixfer__rma_flush(ctx, r->rank);
+        if (mpi_ops > 0)
+            mpixfer__rma_flush(ctx, r->rank);
         unpin(x);
         goto err_locked;
     }
-    if (local_target != NULL)
+    /* Copies (same process, node peer's arena) are complete already. */
+    if (mpi_ops == 0)
         complete(ctx, x, MPIXFER_OK);
     else
         enqueue(ctx, x);
@@ -275,7 +278,7 @@ bool mpixfer_request_is_completed(mpixfer_request_t *xfer)
     return mpixfer_request_wait(xfer, 0) != MPIXFER_STATE_IN_PROGRESS;
 }
 
-static int64_t now_ns(void)
+int64_t mpixfer__now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -294,14 +297,14 @@ mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms
     if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
         return (mpixfer_state_t)atomic_load(&xfer->state);
     ctx = xfer->ctx;
-    deadline = timeout_ms > 0 ? now_ns() + timeout_ms * 1000000 : 0;
+    deadline = timeout_ms > 0 ? mpixfer__now_ns() + timeout_ms * 1000000 : 0;
     for (;;) {
         mpixfer__lock(ctx);
         mpixfer__progress_locked(ctx);
         mpixfer__unlock(ctx);
         if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
             return (mpixfer_state_t)atomic_load(&xfer->state);
-        if (timeout_ms == 0 || (timeout_ms > 0 && now_ns() >= deadline))
+        if (timeout_ms == 0 || (timeout_ms > 0 && mpixfer__now_ns() >= deadline))
             return MPIXFER_STATE_IN_PROGRESS;
         sched_yield();
     }

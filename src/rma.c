@@ -1,5 +1,6 @@
 /* One-sided data movement: MPI_Put / MPI_Get on the dynamic window, or a direct copy when
  * the target lives in this process. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "internal.h"
@@ -29,9 +30,9 @@ static int issue_one(mpixfer_context_t *ctx, mpixfer_op_t op, int rank, uintptr_
 
 mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
-                                    size_t count)
+                                    size_t count, size_t *mpi_ops_p)
 {
-    size_t i = 0;
+    size_t i = 0, mpi_ops = 0;
 
     while (i < count) {
         uintptr_t s = src[i].addr, d = dst[i].addr;
@@ -53,13 +54,31 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
                 return st;
             continue;
         }
+        if (ctx->arena != NULL) {
+            /* A node peer's arena is mapped here: copy, no MPI call. */
+            void *p = mpixfer__arena_map(ctx, rank, d, len);
+            if (p != NULL) {
+                if (op == MPIXFER_OP_WRITE)
+                    memcpy(p, (const void *)s, len);
+                else
+                    memcpy((void *)s, p, len);
+                continue;
+            }
+        }
+        mpi_ops++;
         rc = issue_one(ctx, op, rank, s, d, len);
         if (rc != MPI_SUCCESS) {
             LOG_ERROR("%s of [%#lx, +%zu) at rank %d failed", op == MPIXFER_OP_WRITE ? "put" : "get",
                       (unsigned long)d, len, rank);
+            *mpi_ops_p = mpi_ops;
             return MPIXFER__MPI_ERR(op == MPIXFER_OP_WRITE ? "MPI_Put" : "MPI_Get", rc);
         }
     }
+    if (mpi_ops < count)
+        /* Copies through shared memory must be visible before the sync message that may
+         * follow at once; MPI's own calls order themselves. */
+        atomic_thread_fence(memory_order_seq_cst);
+    *mpi_ops_p = mpi_ops;
     return MPIXFER_OK;
 }
 

@@ -82,6 +82,7 @@ mpixfer_status_t mpixfer__staged_start(mpixfer_context_t *ctx, mpixfer_request_t
     s->ltype = req->src.type;
     s->rtype = req->dst.type;
     s->id = ++ctx->next_request_id;
+    s->last_heard_ns = mpixfer__now_ns();
     s->err = MPIXFER_OK;
     x->staged = s;
     return MPIXFER_OK;
@@ -157,6 +158,16 @@ bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *
 
     while (post_chunk(ctx, x))
         (*work)++;
+    if (s->inflight > 0 && s->err == MPIXFER_OK &&
+        mpixfer__now_ns() - s->last_heard_ns > (int64_t)ctx->params.stall_timeout_ms * 1000000) {
+        /* The target stopped answering. Later answers find no request and are dropped,
+         * so our buffers are safe to reuse once this returns. */
+        LOG_WARN("request %llu to '%s': no answer for %u ms; failing it",
+                 (unsigned long long)s->id, x->remote_name, ctx->params.stall_timeout_ms);
+        s->err = MPIXFER_ERR_TIMEOUT;
+        s->inflight = 0;
+        return true;
+    }
     /* After an error nothing new is posted, but answers to chunks already out are awaited:
      * the target may still be writing into our buffers. */
     return s->inflight == 0 && (s->pair == s->npairs || s->err != MPIXFER_OK);
@@ -224,6 +235,7 @@ static void on_answer(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
     }
     slot->busy = false;
     x->staged->inflight--;
+    x->staged->last_heard_ns = mpixfer__now_ns();
 }
 
 /* The target side: check the range against the receiving agent's own registrations, so a

@@ -1,0 +1,188 @@
+/*
+ * The on-node arena: mpixfer_mem_alloc/mpixfer_mem_free (bad sizes, exhaustion, foreign and
+ * double frees, freeing registered memory), then transfers arena<->arena (shared-memory
+ * copies), foreign->arena, arena->foreign and foreign->foreign (dynamic window), WRITE and
+ * READ, 64 scattered 16 KiB blocks per request, every byte checked, and the sync message
+ * arriving only after the data.
+ */
+#include "common.h"
+
+#define ARENA (8u << 20)
+#define BLK (16u << 10)
+#define NBLK 64
+#define POOL (NBLK * BLK)
+
+static void shuffle(int *p, int n, uint32_t seed)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        seed = seed * 1664525u + 1013904223u;
+        int j = (int)(seed % (uint32_t)(i + 1));
+        int t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+}
+
+static void alloc_errors(mpixfer_context_t *ctx)
+{
+    void *p = NULL, *q = NULL;
+    CHECK_STATUS(mpixfer_mem_alloc(ctx, 0, &p), MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_mem_alloc(ctx, 64, NULL), MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_mem_alloc(NULL, 64, &p), MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_mem_alloc(ctx, ARENA + 1, &p), MPIXFER_ERR_NO_MEMORY);
+    CHECK_STATUS(mpixfer_mem_alloc(ctx, SIZE_MAX, &p), MPIXFER_ERR_NO_MEMORY);
+    CHECK(p == NULL);
+
+    /* Exhaustion: 1 MiB blocks until the arena is full, then the next one fails. */
+    void *blocks[16];
+    int n = 0;
+    while (n < 16 && mpixfer_mem_alloc(ctx, 1u << 20, &blocks[n]) == MPIXFER_OK) {
+        CHECK(((uintptr_t)blocks[n] & 255) == 0);
+        memset(blocks[n], n, 1u << 20); /* the memory is really there */
+        n++;
+    }
+    CHECK(n == (int)(ARENA >> 20));
+    CHECK_STATUS(mpixfer_mem_alloc(ctx, 1, &p), MPIXFER_ERR_NO_MEMORY);
+    for (int i = 0; i < n; i++)
+        CHECK(((uint8_t *)blocks[i])[12345] == (uint8_t)i); /* no two blocks overlap */
+    /* Free in an order that needs coalescing on both sides, then the whole arena again. */
+    for (int i = 1; i < n; i += 2)
+        CHECK_OK(mpixfer_mem_free(ctx, blocks[i]));
+    for (int i = 0; i < n; i += 2)
+        CHECK_OK(mpixfer_mem_free(ctx, blocks[i]));
+    CHECK_OK(mpixfer_mem_alloc(ctx, ARENA, &p));
+    CHECK_OK(mpixfer_mem_free(ctx, p));
+
+    /* Bad frees. */
+    int on_stack = 0;
+    CHECK_STATUS(mpixfer_mem_free(ctx, &on_stack), MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_mem_free(ctx, NULL), MPIXFER_ERR_INVALID_ARG);
+    CHECK_OK(mpixfer_mem_alloc(ctx, 1000, &p));
+    CHECK_STATUS(mpixfer_mem_free(ctx, (uint8_t *)p + 8), MPIXFER_ERR_NOT_FOUND);
+    CHECK_OK(mpixfer_mem_free(ctx, p));
+    CHECK_STATUS(mpixfer_mem_free(ctx, p), MPIXFER_ERR_NOT_FOUND);
+
+    /* Registered memory cannot go back. */
+    mpixfer_agent_t *a = tst_agent(ctx, NULL);
+    CHECK_OK(mpixfer_mem_alloc(ctx, 4096, &q));
+    CHECK_OK(tst_register(a, q, 4096));
+    CHECK_STATUS(mpixfer_mem_free(ctx, q), MPIXFER_ERR_BUSY);
+    CHECK_OK(tst_deregister(a, q, 4096));
+    CHECK_OK(mpixfer_mem_free(ctx, q));
+    CHECK_OK(mpixfer_agent_destroy(a));
+}
+
+int main(int argc, char **argv)
+{
+    tst_init_multiple(&argc, &argv);
+    int rank = tst_rank(), size = tst_size();
+    int peer = (rank + 1) % size, prev = (rank + size - 1) % size;
+
+    /* A context without an arena refuses to allocate. */
+    {
+        mpixfer_context_t *plain = NULL;
+        void *p = NULL;
+        CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &plain));
+        CHECK_STATUS(mpixfer_mem_alloc(plain, 64, &p), MPIXFER_ERR_UNSUPPORTED);
+        CHECK_STATUS(mpixfer_mem_free(plain, &p), MPIXFER_ERR_INVALID_ARG);
+        CHECK_OK(mpixfer_context_destroy(plain));
+    }
+
+    mpixfer_context_params_t params = MPIXFER_CONTEXT_PARAMS_INIT;
+    params.arena_size = ARENA;
+    mpixfer_context_t *ctx = NULL;
+    CHECK_OK(mpixfer_context_create_with_params(MPI_COMM_WORLD, &params, &ctx));
+    alloc_errors(ctx);
+
+    /* Two agents per rank (so one rank still has a peer): "src" and "dst". */
+    char sn[32], dn[32], pdn[32];
+    tst_name(sn, sizeof sn, "arena_src", rank);
+    tst_name(dn, sizeof dn, "arena_dst", rank);
+    tst_name(pdn, sizeof pdn, "arena_dst", peer);
+    mpixfer_agent_t *as = tst_agent(ctx, sn), *ad = tst_agent(ctx, dn);
+    uint8_t *pool[2][2]; /* [role: 0 src, 1 dst][kind: 0 arena, 1 foreign] */
+    for (int role = 0; role < 2; role++) {
+        void *p = NULL;
+        CHECK_OK(mpixfer_mem_alloc(ctx, POOL, &p));
+        pool[role][0] = p;
+        pool[role][1] = tst_alloc(POOL);
+        for (int k = 0; k < 2; k++)
+            CHECK_OK(tst_register(role ? ad : as, pool[role][k], POOL));
+    }
+    uint64_t *dst_addr[2];
+    for (int k = 0; k < 2; k++) {
+        dst_addr[k] = calloc((size_t)size, 8);
+        tst_allgather_u64((uintptr_t)pool[1][k], dst_addr[k]);
+    }
+    CHECK_OK(mpixfer_bootstrap(ctx));
+
+    int perm[NBLK];
+    uint32_t iter = 0;
+    for (int sk = 0; sk < 2; sk++)
+        for (int dk = 0; dk < 2; dk++)
+            for (int op = 0; op < 2; op++, iter++) {
+                bool write = op == 0;
+                shuffle(perm, NBLK, 77u + iter);
+                mpixfer_mem_desc_t s[NBLK], d[NBLK];
+                for (int i = 0; i < NBLK; i++) {
+                    s[i] = tst_desc(pool[0][sk] + (size_t)i * BLK, BLK);
+                    d[i].addr = (uintptr_t)(dst_addr[dk][peer] + (uint64_t)perm[i] * BLK);
+                    d[i].len = BLK;
+                    d[i].device_id = 0;
+                }
+                tst_pattern_fill(pool[0][sk], POOL, (uint32_t)rank, iter, 0);
+                tst_pattern_fill(pool[1][dk], POOL, (uint32_t)rank, 100 + iter, 0);
+                tst_barrier_progress(ctx);
+                mpixfer_transfer_request_t r;
+                memset(&r, 0, sizeof r);
+                r.op = write ? MPIXFER_OP_WRITE : MPIXFER_OP_READ;
+                r.src = tst_descs(MPIXFER_MEM_DRAM, s, NBLK);
+                r.dst = tst_descs(MPIXFER_MEM_DRAM, d, NBLK);
+                r.remote_name = pdn;
+                r.sync_message = "x";
+                r.sync_message_len = 1;
+                mpixfer_request_t *x = NULL;
+                CHECK_OK(mpixfer_submit_transfer(as, &r, &x));
+                TST_WAIT_OK(x);
+                /* The target: the message means the data is there. */
+                double deadline = tst_now() + 30.0;
+                size_t got = 0;
+                while (got == 0) {
+                    mpixfer_sync_message_t *m = NULL;
+                    CHECK_MSG(tst_now() < deadline, "no sync message after 30 s");
+                    CHECK_OK(mpixfer_get_notified_sync_messages(ad, &m, &got));
+                    if (got) {
+                        CHECK(got == 1 && m[0].len == 1);
+                        if (write)
+                            for (int i = 0; i < NBLK; i++) {
+                                /* prev's block i landed in our slot perm_prev[i]; we know
+                                 * prev used the same permutation. */
+                                CHECK_PATTERN(pool[1][dk] + (size_t)perm[i] * BLK, BLK, prev,
+                                              iter, (size_t)i * BLK);
+                            }
+                    }
+                    mpixfer_sync_messages_free(m, got);
+                }
+                if (!write)
+                    for (int i = 0; i < NBLK; i++)
+                        CHECK_PATTERN(pool[0][sk] + (size_t)i * BLK, BLK, peer, 100 + iter,
+                                      (size_t)perm[i] * BLK);
+                tst_barrier_progress(ctx);
+                if (!write) /* READ leaves the remote alone */
+                    CHECK_PATTERN(pool[1][dk], POOL, rank, 100 + iter, 0);
+                tst_barrier_progress(ctx);
+            }
+
+    CHECK_OK(mpixfer_agent_destroy(as));
+    CHECK_OK(mpixfer_agent_destroy(ad));
+    for (int role = 0; role < 2; role++) {
+        CHECK_OK(mpixfer_mem_free(ctx, pool[role][0]));
+        free(pool[role][1]);
+    }
+    CHECK_OK(mpixfer_context_destroy(ctx));
+    for (int k = 0; k < 2; k++)
+        free(dst_addr[k]);
+    return tst_finish("test_arena");
+}
