@@ -123,8 +123,9 @@ typedef struct {
     int nbatches;
     bool batches_set;
     bool do_read, do_write;
-    long iters;  /* 0: adaptive */
-    long warmup; /* -1: adaptive */
+    long iters;    /* 0: adaptive */
+    long warmup;   /* -1: adaptive */
+    double budget; /* adaptive: seconds of timed requests per method and point */
     size_t max_bytes;
     bool max_bytes_set;
     pattern_t pattern; /* PAT_SUITE: the default sweep */
@@ -160,8 +161,10 @@ static void usage(FILE *f)
             "                       contig unless --pattern says otherwise)\n"
             "  --batch-sizes LIST   descriptors per request (implies a grid); capped per\n"
             "                       block so block*batch <= --max-bytes\n"
-            "  --max-bytes N        largest request (default 256M)\n"
-            "  --post-batch N       descriptors of the suite's post-time point (default 40000)\n"
+            "  --max-bytes N        largest request of the sweeps (default 64M)\n"
+            "  --post-batch N       descriptors of the suite's post-time point, 4K each\n"
+            "                       (default 40000; not capped by --max-bytes; measured\n"
+            "                       for WRITE, or READ when only READ runs)\n"
             "  --op read|write|both (default both)\n"
             "  --mem foreign|arena|both  host memory kind (default both)\n"
             "  --arena-size N       bytes of arena per process (default twice the pool)\n"
@@ -171,10 +174,12 @@ static void usage(FILE *f)
             "                       No GPU: prints \"no GPU: skipping VRAM\" and exits 0;\n"
             "                       MPIXFER_GPU_EMULATE=1 runs it on host memory.\n"
             "  --iters N            timed requests per method and point (default adaptive:\n"
-            "                       enough to move 256 MiB, at least 20 if that stays\n"
-            "                       under 1 GiB, 3 .. 20000)\n"
-            "  --warmup N           untimed requests before each method (default iters/10,\n"
-            "                       2..100)\n"
+            "                       as many as fit in --budget, 3 .. 20000)\n"
+            "  --warmup N           untimed requests before each method (default: at least\n"
+            "                       1, for a tenth of the budget, at most 100)\n"
+            "  --budget SECONDS     adaptive timing budget per method and point (default 0.05)\n"
+            "                       The timed requests of the methods of a point run\n"
+            "                       interleaved in rounds, so load changes hit all alike.\n"
             "  --quick              a seconds-long suite (for tests): small sizes, 3 iters\n"
             "  --seed N             seed of the scattered permutations (default 1)\n"
             "  --json FILE          also write metadata, every point and the targets as JSON\n"
@@ -267,6 +272,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         {"dst-mem", required_argument, NULL, 'D'},
         {"iters", required_argument, NULL, 'i'},
         {"warmup", required_argument, NULL, 'w'},
+        {"budget", required_argument, NULL, 'B'},
         {"pattern", required_argument, NULL, 'p'},
         {"quick", no_argument, NULL, 'q'},
         {"seed", required_argument, NULL, 's'},
@@ -277,7 +283,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
     memset(o, 0, sizeof *o);
     o->do_read = o->do_write = true;
     o->warmup = -1;
-    o->max_bytes = 256 * MIB;
+    o->budget = 0.05;
+    o->max_bytes = 64 * MIB;
     o->pattern = PAT_SUITE;
     o->mem[MEM_FOREIGN] = o->mem[MEM_ARENA] = true;
     o->post_batch = 40000;
@@ -314,6 +321,13 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 'D': ok = parse_memtype(optarg, &o->dst_vram); break;
         case 'i': ok = parse_long(optarg, &o->iters) && o->iters > 0; break;
         case 'w': ok = parse_long(optarg, &o->warmup); break;
+        case 'B': {
+            char *end = NULL;
+            errno = 0;
+            o->budget = strtod(optarg, &end);
+            ok = !errno && end != optarg && *end == '\0' && o->budget > 0 && o->budget < 3600;
+            break;
+        }
         case 'p':
             if (!strcmp(optarg, "contig"))
                 o->pattern = PAT_CONTIG;
@@ -377,7 +391,9 @@ typedef enum { M_MPIXFER = 0, M_RAW = 1, M_COPY = 2, M_COUNT = 3 } method_t;
 
 typedef struct {
     bool valid;
+    long iters;
     double gbps, avg_us, p50_us, p99_us, post_us;
+    double gbps_p50, post_p50_us; /* from the median request: robust on a busy machine */
     double agg_gbps; /* summed over all pairs */
 } result_t;
 
@@ -386,36 +402,16 @@ typedef struct {
     memkind_t mem;
     pattern_t pattern;
     size_t block, batch;
-    long iters, warmup;
     const char *tag; /* "contig", "scattered", "post", "latency" or "grid" */
     result_t r[M_COUNT];
 } point_t;
-
-static long adaptive_iters(size_t bytes)
-{
-    const size_t target = 256 * MIB;
-    long it = (long)((target + bytes - 1) / bytes);
-    if (it < 20 && bytes * 20 <= 1024 * MIB)
-        it = 20;
-    if (it < 3)
-        it = 3;
-    if (it > MAX_ITERS)
-        it = MAX_ITERS;
-    return it;
-}
-
-static long adaptive_warmup(long iters)
-{
-    long w = iters / 10;
-    return w < 2 ? 2 : w > 100 ? 100 : w;
-}
 
 typedef struct {
     point_t *v;
     int n, cap;
 } points_t;
 
-static void add_point(points_t *ps, const opts_t *o, mpixfer_op_t op, memkind_t mem,
+static void add_point(points_t *ps, mpixfer_op_t op, memkind_t mem,
                       pattern_t pat, size_t block, size_t batch, const char *tag)
 {
     for (int q = 0; q < ps->n; q++) { /* the same point twice (capped batches): once */
@@ -438,8 +434,6 @@ static void add_point(points_t *ps, const opts_t *o, mpixfer_op_t op, memkind_t 
     p->block = block;
     p->batch = batch;
     p->tag = tag;
-    p->iters = o->iters ? o->iters : adaptive_iters(block * batch);
-    p->warmup = o->warmup >= 0 ? o->warmup : adaptive_warmup(p->iters);
 }
 
 static void add_grid(points_t *ps, const opts_t *o, mpixfer_op_t op, memkind_t mem,
@@ -454,7 +448,7 @@ static void add_grid(points_t *ps, const opts_t *o, mpixfer_op_t op, memkind_t m
             size_t batch = batches[k];
             if (batch > o->max_bytes / block)
                 batch = o->max_bytes / block;
-            add_point(ps, o, op, mem, pat, block, batch, tag);
+            add_point(ps, op, mem, pat, block, batch, tag);
         }
     }
 }
@@ -503,10 +497,11 @@ static points_t build_points(opts_t *o)
                      o->quick ? quick_scat_blocks : scat_blocks, o->quick ? 2 : 4,
                      o->quick ? quick_scat_batches : scat_batches, o->quick ? 2 : 4,
                      "scattered");
-            if (4 * KIB * o->post_batch <= o->max_bytes)
-                add_point(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_SCATTERED, 4 * KIB,
+            /* Post time: one op is enough (WRITE, the target's; READ when alone). */
+            if (op == MPIXFER_OP_WRITE || !o->do_write)
+                add_point(&ps, (mpixfer_op_t)op, (memkind_t)mem, PAT_SCATTERED, 4 * KIB,
                           o->post_batch, "post");
-            add_point(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG, 8, 1, "latency");
+            add_point(&ps, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG, 8, 1, "latency");
         }
     }
     return ps;
@@ -671,15 +666,25 @@ typedef struct {
     size_t *islot, *tslot; /* slots of the current point; NULL: identity */
     size_t *islot_v, *tslot_v;
     mpixfer_mem_desc_t *src_descs, *dst_descs;
+    struct run *run[M_COUNT]; /* initiator: how each method moves the current point */
+} bench_t;
+
+typedef struct run run_t;
+/* Each returns the latency of one request in seconds and its post time in *post. */
+typedef double (*once_fn)(bench_t *, const point_t *, const run_t *, double *post);
+
+/* One method at the current point, on the initiator. */
+struct run {
+    once_fn fn;
     unsigned char **lptr;
     uintptr_t *rptr; /* raw: displacement; copy: pointer */
-    double *lat, *post; /* per request of one method, seconds */
-
-    /* set per method before a run */
-    MPI_Win run_win;
-    int run_target;
-    mpixfer_mem_type_t run_src_type, run_dst_type;
-} bench_t;
+    MPI_Win win;     /* raw */
+    int target;      /* raw: the partner's rank in win */
+    mpixfer_mem_type_t src_type, dst_type; /* mpixfer */
+    double *lat, *post; /* per timed request, seconds */
+    long n;             /* timed requests so far */
+    double total;       /* their wall time */
+};
 
 static const char *mem_label(const bench_t *b, memkind_t m)
 {
@@ -783,7 +788,7 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void summarise(double *lat, const double *post, long n, double total_s,
+static void summarise(double *lat, double *post, long n, double total_s,
                       size_t bytes_per_req, result_t *r)
 {
     double sum = 0, psum = 0;
@@ -797,22 +802,22 @@ static void summarise(double *lat, const double *post, long n, double total_s,
     r->avg_us = sum / (double)n * 1e6;
     r->post_us = psum / (double)n * 1e6;
     r->p50_us = lat[(n - 1) / 2] * 1e6;
+    r->gbps_p50 = lat[(n - 1) / 2] > 0 ? (double)bytes_per_req / lat[(n - 1) / 2] / 1e9 : 0;
+    qsort(post, (size_t)n, sizeof *post, cmp_double);
+    r->post_p50_us = post[(n - 1) / 2] * 1e6;
     long i99 = (long)ceil(0.99 * (double)n) - 1; /* nearest-rank percentile */
     r->p99_us = lat[i99 < 0 ? 0 : i99] * 1e6;
 }
 
 /* --------------------------------------------------------------- methods */
 
-/* Each returns the latency of one request in seconds and its post time in *post. */
-typedef double (*once_fn)(bench_t *, const point_t *, double *post);
-
 /* One mpixfer request of p->batch descriptors. */
-static double mpixfer_once(bench_t *b, const point_t *p, double *post)
+static double mpixfer_once(bench_t *b, const point_t *p, const run_t *u, double *post)
 {
     mpixfer_transfer_request_t req = {
         .op = p->op,
-        .src = {b->run_src_type, b->src_descs, p->batch},
-        .dst = {b->run_dst_type, b->dst_descs, p->batch},
+        .src = {u->src_type, b->src_descs, p->batch},
+        .dst = {u->dst_type, b->dst_descs, p->batch},
         .remote_name = b->peer_name,
         .sync_message = NULL,
         .sync_message_len = 0,
@@ -835,19 +840,20 @@ static double mpixfer_once(bench_t *b, const point_t *p, double *post)
 }
 
 /* The same pattern as raw RMA: one Put/Get per block, one flush per batch. */
-static double raw_once(bench_t *b, const point_t *p, double *post)
+static double raw_once(bench_t *b, const point_t *p, const run_t *u, double *post)
 {
+    (void)b;
     const int cnt = (int)p->block;
-    const MPI_Win win = b->run_win;
-    const int target = b->run_target;
+    const MPI_Win win = u->win;
+    const int target = u->target;
     double t0 = MPI_Wtime();
     if (p->op == MPIXFER_OP_WRITE)
         for (size_t i = 0; i < p->batch; i++)
-            MPICHK(MPI_Put(b->lptr[i], cnt, MPI_BYTE, target, (MPI_Aint)b->rptr[i], cnt,
+            MPICHK(MPI_Put(u->lptr[i], cnt, MPI_BYTE, target, (MPI_Aint)u->rptr[i], cnt,
                            MPI_BYTE, win));
     else
         for (size_t i = 0; i < p->batch; i++)
-            MPICHK(MPI_Get(b->lptr[i], cnt, MPI_BYTE, target, (MPI_Aint)b->rptr[i], cnt,
+            MPICHK(MPI_Get(u->lptr[i], cnt, MPI_BYTE, target, (MPI_Aint)u->rptr[i], cnt,
                            MPI_BYTE, win));
     double t1 = MPI_Wtime();
     MPICHK(MPI_Win_flush(target, win));
@@ -857,16 +863,17 @@ static double raw_once(bench_t *b, const point_t *p, double *post)
 }
 
 /* The copy reference: memcpy of the same blocks (locally, or through the peer's mapping). */
-static double memcpy_once(bench_t *b, const point_t *p, double *post)
+static double memcpy_once(bench_t *b, const point_t *p, const run_t *u, double *post)
 {
+    (void)b;
     const size_t n = p->block;
     double t0 = MPI_Wtime();
     if (p->op == MPIXFER_OP_WRITE)
         for (size_t i = 0; i < p->batch; i++)
-            memcpy((void *)b->rptr[i], b->lptr[i], n);
+            memcpy((void *)u->rptr[i], u->lptr[i], n);
     else
         for (size_t i = 0; i < p->batch; i++)
-            memcpy(b->lptr[i], (const void *)b->rptr[i], n);
+            memcpy(u->lptr[i], (const void *)u->rptr[i], n);
     double t = MPI_Wtime() - t0;
     *post = t;
     return t;
@@ -874,35 +881,23 @@ static double memcpy_once(bench_t *b, const point_t *p, double *post)
 
 #ifdef MPIXFER_BENCH_HAVE_CUDA
 /* cudaMemcpy of the same blocks between the src kind and the dst kind. */
-static double cudacopy_once(bench_t *b, const point_t *p, double *post)
+static double cudacopy_once(bench_t *b, const point_t *p, const run_t *u, double *post)
 {
+    (void)b;
     const size_t n = p->block;
     double t0 = MPI_Wtime();
     if (p->op == MPIXFER_OP_WRITE)
         for (size_t i = 0; i < p->batch; i++)
-            CUCHK(cudaMemcpy((void *)b->rptr[i], b->lptr[i], n, cudaMemcpyDefault));
+            CUCHK(cudaMemcpy((void *)u->rptr[i], u->lptr[i], n, cudaMemcpyDefault));
     else
         for (size_t i = 0; i < p->batch; i++)
-            CUCHK(cudaMemcpy(b->lptr[i], (const void *)b->rptr[i], n, cudaMemcpyDefault));
+            CUCHK(cudaMemcpy(u->lptr[i], (const void *)u->rptr[i], n, cudaMemcpyDefault));
     CUCHK(cudaDeviceSynchronize()); /* device-to-device copies may return early */
     double t = MPI_Wtime() - t0;
     *post = t;
     return t;
 }
 #endif
-
-/* Warm up, then time p->iters requests; the initiator fills r. */
-static void timed_run(bench_t *b, const point_t *p, once_fn fn, result_t *r)
-{
-    double dummy;
-    for (long i = 0; i < p->warmup; i++)
-        (void)fn(b, p, &dummy);
-    double t0 = MPI_Wtime();
-    for (long i = 0; i < p->iters; i++)
-        b->lat[i] = fn(b, p, &b->post[i]);
-    double total = MPI_Wtime() - t0;
-    summarise(b->lat, b->post, p->iters, total, p->block * p->batch, r);
-}
 
 /*
  * The buffers of one method: @p local on the initiator (slot layout islot), @p remote on
@@ -938,11 +933,14 @@ static void method_buffers(bench_t *b, memkind_t mem, method_t m, mbuf_t **local
     }
 }
 
-/* Initiator: the descriptor lists or pointer lists of method m at point p. */
-static once_fn method_setup(bench_t *b, const point_t *p, method_t m)
+/* Initiator: the descriptor lists or pointer lists of method m at point p, into its run. */
+static void method_setup(bench_t *b, const point_t *p, method_t m)
 {
     const size_t bs = p->block;
     const size_t *is = b->islot, *ts = b->tslot;
+    run_t *u = b->run[m];
+    u->n = 0;
+    u->total = 0;
     switch (m) {
     case M_MPIXFER: {
         unsigned char *l = p->mem == MEM_FOREIGN ? b->fbuf.p
@@ -951,16 +949,18 @@ static once_fn method_setup(bench_t *b, const point_t *p, method_t m)
         uint64_t r = p->mem == MEM_FOREIGN ? b->f_peer_addr
                      : p->mem == MEM_ARENA ? b->a_peer_addr
                                            : b->x_peer_addr;
-        uint32_t ldev = p->mem == MEM_XPU && b->o->src_vram ? b->x_dev : 0;
-        uint32_t rdev = p->mem == MEM_XPU && b->o->dst_vram ? b->x_peer_dev : 0;
-        b->run_src_type = p->mem == MEM_XPU && b->o->src_vram ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM;
-        b->run_dst_type = p->mem == MEM_XPU && b->o->dst_vram ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM;
+        bool lv = p->mem == MEM_XPU && b->o->src_vram, rv = p->mem == MEM_XPU && b->o->dst_vram;
+        uint32_t ldev = lv ? b->x_dev : 0, rdev = rv ? b->x_peer_dev : 0;
+        u->src_type = lv ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM;
+        u->dst_type = rv ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM;
         for (size_t i = 0; i < p->batch; i++) {
             b->src_descs[i] =
                 (mpixfer_mem_desc_t){(uintptr_t)(l + (is ? is[i] : i) * bs), bs, ldev};
-            b->dst_descs[i] = (mpixfer_mem_desc_t){(uintptr_t)(r + (ts ? ts[i] : i) * bs), bs, rdev};
+            b->dst_descs[i] =
+                (mpixfer_mem_desc_t){(uintptr_t)(r + (ts ? ts[i] : i) * bs), bs, rdev};
         }
-        return mpixfer_once;
+        u->fn = mpixfer_once;
+        return;
     }
     case M_RAW: {
         unsigned char *l;
@@ -968,19 +968,20 @@ static once_fn method_setup(bench_t *b, const point_t *p, method_t m)
         if (p->mem == MEM_ARENA) {
             l = b->sbuf.p;
             base = 0; /* displacement unit 1 from the start of the peer's segment */
-            b->run_win = b->swin;
-            b->run_target = b->s_peer;
+            u->win = b->swin;
+            u->target = b->s_peer;
         } else {
             l = p->mem == MEM_FOREIGN ? b->fbuf.p : b->xbuf.p;
             base = p->mem == MEM_FOREIGN ? b->f_peer_disp : b->x_peer_disp;
-            b->run_win = b->dwin;
-            b->run_target = b->peer;
+            u->win = b->dwin;
+            u->target = b->peer;
         }
         for (size_t i = 0; i < p->batch; i++) {
-            b->lptr[i] = l + (is ? is[i] : i) * bs;
-            b->rptr[i] = (uintptr_t)(base + (MPI_Aint)((ts ? ts[i] : i) * bs));
+            u->lptr[i] = l + (is ? is[i] : i) * bs;
+            u->rptr[i] = (uintptr_t)(base + (MPI_Aint)((ts ? ts[i] : i) * bs));
         }
-        return raw_once;
+        u->fn = raw_once;
+        return;
     }
     default: {
         unsigned char *l = p->mem == MEM_FOREIGN ? b->fbuf.p
@@ -990,14 +991,15 @@ static once_fn method_setup(bench_t *b, const point_t *p, method_t m)
                            : p->mem == MEM_ARENA ? b->s_peer_map
                                                  : b->xcopy.p;
         for (size_t i = 0; i < p->batch; i++) {
-            b->lptr[i] = l + (is ? is[i] : i) * bs;
-            b->rptr[i] = (uintptr_t)(r + (ts ? ts[i] : i) * bs);
+            u->lptr[i] = l + (is ? is[i] : i) * bs;
+            u->rptr[i] = (uintptr_t)(r + (ts ? ts[i] : i) * bs);
         }
+        u->fn = memcpy_once;
 #ifdef MPIXFER_BENCH_HAVE_CUDA
         if (p->mem == MEM_XPU && b->gpu_real)
-            return cudacopy_once;
+            u->fn = cudacopy_once;
 #endif
-        return memcpy_once;
+        return;
     }
     }
 }
@@ -1017,11 +1019,10 @@ static bool method_runs(const bench_t *b, const point_t *p, method_t m)
 }
 
 /*
- * One method at one point: the data source holds the stream, the receiving side is
- * scrambled, one untimed request moves the stream, the receiver verifies it, then the
- * timed run.
+ * Check one method at one point: the data source holds the stream, the receiving side is
+ * scrambled, one request moves the stream, the receiver verifies it.
  */
-static void run_method(bench_t *b, point_t *p, method_t m, uint64_t seed)
+static void verify_method(bench_t *b, point_t *p, method_t m, uint64_t seed)
 {
     const bool write = p->op == MPIXFER_OP_WRITE;
     const size_t bytes = p->block * p->batch;
@@ -1036,13 +1037,14 @@ static void run_method(bench_t *b, point_t *p, method_t m, uint64_t seed)
         buf_fill(b, src, p->block, p->batch, src_slots, seed);
     if (dst)
         buf_scramble(dst, bytes, (int)m);
-    once_fn fn = b->initiator ? method_setup(b, p, m) : NULL;
+    if (b->initiator)
+        method_setup(b, p, m);
     sync_windows(b);
     MPICHK(MPI_Barrier(MPI_COMM_WORLD));
 
     double dummy;
     if (b->initiator)
-        (void)fn(b, p, &dummy);
+        (void)b->run[m]->fn(b, p, b->run[m], &dummy);
     phase_end(b);
     bool ok = true;
     if (dst) {
@@ -1056,19 +1058,75 @@ static void run_method(bench_t *b, point_t *p, method_t m, uint64_t seed)
                     write ? "write" : "read", bad, bad / p->block, bad % p->block);
             ok = false;
         }
+        dst->tag = seed; /* it holds the stream now */
     }
     agree(ok, method_label(b, p, m), p);
+}
 
-    if (b->initiator)
-        timed_run(b, p, fn, &p->r[m]);
-    phase_end(b);
-    if (dst)
-        dst->tag = seed; /* it holds the stream now */
+/* Run n timed requests of one method. */
+static void timed_requests(bench_t *b, const point_t *p, run_t *u, long n)
+{
+    double t0 = MPI_Wtime();
+    for (long i = 0; i < n; i++, u->n++)
+        u->lat[u->n] = u->fn(b, p, u, &u->post[u->n]);
+    u->total += MPI_Wtime() - t0;
+}
+
+/*
+ * Initiator: warm every method up (and size its run from the warm-up when adaptive), then
+ * the timed requests in rounds, every method in each round, so that a change of load on
+ * the machine hits every method alike.
+ */
+static void timed_methods(bench_t *b, point_t *p, const bool *active)
+{
+    const opts_t *o = b->o;
+    long iters[M_COUNT] = {0}, most = 0;
+    double dummy;
+
+    for (int m = 0; m < M_COUNT; m++) {
+        if (!active[m])
+            continue;
+        run_t *u = b->run[m];
+        long w = 0, wmin = o->warmup >= 0 ? o->warmup : 1;
+        double t0 = MPI_Wtime(), el = 0;
+        /* Fixed warm-up when asked; else at least 1 (the checked request before warmed
+         * up too), for a tenth of the budget, at most 100. */
+        while (w < wmin || (o->warmup < 0 && el < o->budget / 10 && w < 100) ||
+               (w == 0 && !o->iters)) {
+            (void)u->fn(b, p, u, &dummy);
+            w++;
+            el = MPI_Wtime() - t0;
+        }
+        if (o->iters) {
+            iters[m] = o->iters;
+        } else {
+            double est = el / (double)w, want = est > 0 ? o->budget / est : MAX_ITERS;
+            iters[m] = want < 3 ? 3 : want > MAX_ITERS ? MAX_ITERS : (long)want;
+        }
+        if (iters[m] > most)
+            most = iters[m];
+    }
+    long rounds = most < 5 ? 1 : 5;
+    for (long r = 0; r < rounds; r++)
+        for (int m = 0; m < M_COUNT; m++) {
+            if (!active[m])
+                continue;
+            long n = iters[m] * (r + 1) / rounds - iters[m] * r / rounds;
+            timed_requests(b, p, b->run[m], n);
+        }
+    for (int m = 0; m < M_COUNT; m++) {
+        if (!active[m])
+            continue;
+        run_t *u = b->run[m];
+        summarise(u->lat, u->post, u->n, u->total, p->block * p->batch, &p->r[m]);
+        p->r[m].iters = u->n;
+    }
 }
 
 static void run_point(bench_t *b, point_t *p, int idx)
 {
     const uint64_t seed = 0x5EED0000ULL + (uint64_t)idx;
+    bool active[M_COUNT];
 
     /* Slots: pair i joins initiator slot islot[i] and target slot tslot[i]. */
     b->islot = b->tslot = NULL;
@@ -1083,9 +1141,17 @@ static void run_point(bench_t *b, point_t *p, int idx)
         b->tslot = b->tslot_v;
     }
 
-    for (int m = 0; m < M_COUNT; m++)
-        if (method_runs(b, p, (method_t)m))
-            run_method(b, p, (method_t)m, seed);
+    /* Every method moves the right bytes to the right places, one after the other... */
+    for (int m = 0; m < M_COUNT; m++) {
+        active[m] = method_runs(b, p, (method_t)m);
+        if (active[m])
+            verify_method(b, p, (method_t)m, seed);
+    }
+    /* ...then all are timed together (the target serves until the initiator is done). */
+    MPICHK(MPI_Barrier(MPI_COMM_WORLD));
+    if (b->initiator)
+        timed_methods(b, p, active);
+    phase_end(b);
 
     /* Aggregate bandwidth over all pairs; targets and idle ranks contribute 0. */
     for (int m = 0; m < M_COUNT; m++) {
@@ -1114,9 +1180,12 @@ static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
 
 static void print_table(const bench_t *b, const point_t *pts, int n, int pairs)
 {
-    printf("%-5s %-9s %-9s %6s %5s %-10s %9s %10s %10s %10s %10s %7s %7s%s\n", "op", "mem",
-           "pattern", "block", "batch", "method", "GB/s", "avg us", "p50 us", "p99 us",
-           "post us", "x raw", "x copy", pairs > 1 ? "   agg GB/s" : "");
+    printf("# GB/s: bytes of all timed requests / their wall time; p50 GB/s: from the median\n"
+           "# request; post us: average time of the post (submit, or the Put/Get loop);\n"
+           "# x raw, x copy: mpixfer's p50 GB/s over raw MPI's and the copy's\n");
+    printf("%-5s %-9s %-9s %6s %5s %-10s %9s %9s %10s %10s %10s %10s %7s %7s%s\n", "op", "mem",
+           "pattern", "block", "batch", "method", "GB/s", "p50 GB/s", "avg us", "p50 us",
+           "p99 us", "post us", "x raw", "x copy", pairs > 1 ? "   agg GB/s" : "");
     for (int i = 0; i < n; i++) {
         const point_t *p = &pts[i];
         char bs[32];
@@ -1125,16 +1194,16 @@ static void print_table(const bench_t *b, const point_t *pts, int n, int pairs)
             const result_t *r = &p->r[m];
             if (!r->valid)
                 continue;
-            printf("%-5s %-9s %-9s %6s %5zu %-10s %9.3f %10.2f %10.2f %10.2f %10.2f",
+            printf("%-5s %-9s %-9s %6s %5zu %-10s %9.3f %9.3f %10.2f %10.2f %10.2f %10.2f",
                    op_name(p->op), mem_label(b, p->mem), pattern_name[p->pattern], bs,
-                   p->batch, method_label(b, p, (method_t)m), r->gbps, r->avg_us, r->p50_us,
-                   r->p99_us, r->post_us);
+                   p->batch, method_label(b, p, (method_t)m), r->gbps, r->gbps_p50, r->avg_us,
+                   r->p50_us, r->p99_us, r->post_us);
             if (m == M_MPIXFER) {
                 if (p->r[M_RAW].valid)
-                    printf(" %7.3f", ratio(r->gbps, p->r[M_RAW].gbps));
+                    printf(" %7.3f", ratio(r->gbps_p50, p->r[M_RAW].gbps_p50));
                 else
                     printf(" %7s", "-");
-                printf(" %7.3f", ratio(r->gbps, p->r[M_COPY].gbps));
+                printf(" %7.3f", ratio(r->gbps_p50, p->r[M_COPY].gbps_p50));
             } else {
                 printf(" %7s %7s", "", "");
             }
@@ -1156,7 +1225,7 @@ typedef struct {
     double threshold;
     bool measured;
     double value;
-    char detail[160];
+    char detail[200];
 } target_t;
 
 #define NTARGETS 6
@@ -1188,13 +1257,14 @@ static void eval_targets(const bench_t *b, const point_t *pts, int n, target_t *
             if (p->mem != mem || p->pattern != PAT_CONTIG || p->batch != 1 || p->block < MIB ||
                 !p->r[M_MPIXFER].valid || !p->r[M_RAW].valid)
                 continue;
-            double v = ratio(p->r[M_MPIXFER].gbps, p->r[M_RAW].gbps);
+            double v = ratio(p->r[M_MPIXFER].gbps_p50, p->r[M_RAW].gbps_p50);
             if (!t[k].measured || v < t[k].value) {
                 char bs[32];
                 fmt_size(p->block, bs, sizeof bs);
                 t[k].value = v;
                 snprintf(t[k].detail, sizeof t[k].detail,
-                         "worst: %s %s, %.2f vs %.2f GB/s", op_name(p->op), bs,
+                         "worst: %s %s, p50 %.2f vs %.2f GB/s; mean %.2f vs %.2f",
+                         op_name(p->op), bs, p->r[M_MPIXFER].gbps_p50, p->r[M_RAW].gbps_p50,
                          p->r[M_MPIXFER].gbps, p->r[M_RAW].gbps);
             }
             t[k].measured = true;
@@ -1207,8 +1277,9 @@ static void eval_targets(const bench_t *b, const point_t *pts, int n, target_t *
                       .unit = "x", .ge = true, .threshold = 0.95};
     if (p && p->r[M_MPIXFER].valid && p->r[M_RAW].valid) {
         t[2].measured = true;
-        t[2].value = ratio(p->r[M_MPIXFER].gbps, p->r[M_RAW].gbps);
-        snprintf(t[2].detail, sizeof t[2].detail, "%.2f vs %.2f GB/s", p->r[M_MPIXFER].gbps,
+        t[2].value = ratio(p->r[M_MPIXFER].gbps_p50, p->r[M_RAW].gbps_p50);
+        snprintf(t[2].detail, sizeof t[2].detail, "p50 %.2f vs %.2f GB/s; mean %.2f vs %.2f",
+                 p->r[M_MPIXFER].gbps_p50, p->r[M_RAW].gbps_p50, p->r[M_MPIXFER].gbps,
                  p->r[M_RAW].gbps);
     }
     p = find_point(pts, n, MPIXFER_OP_WRITE, MEM_ARENA, PAT_SCATTERED, 16 * KIB, 4096);
@@ -1217,9 +1288,11 @@ static void eval_targets(const bench_t *b, const point_t *pts, int n, target_t *
                       .unit = "x", .ge = true, .threshold = 0.8};
     if (p && p->r[M_MPIXFER].valid && p->r[M_COPY].valid) {
         t[3].measured = true;
-        t[3].value = ratio(p->r[M_MPIXFER].gbps, p->r[M_COPY].gbps);
-        snprintf(t[3].detail, sizeof t[3].detail, "%.2f vs %.2f GB/s; raw MPI %.2f GB/s",
-                 p->r[M_MPIXFER].gbps, p->r[M_COPY].gbps, p->r[M_RAW].gbps);
+        t[3].value = ratio(p->r[M_MPIXFER].gbps_p50, p->r[M_COPY].gbps_p50);
+        snprintf(t[3].detail, sizeof t[3].detail,
+                 "p50 %.2f vs %.2f GB/s; mean %.2f vs %.2f; raw MPI p50 %.2f",
+                 p->r[M_MPIXFER].gbps_p50, p->r[M_COPY].gbps_p50, p->r[M_MPIXFER].gbps,
+                 p->r[M_COPY].gbps, p->r[M_RAW].gbps_p50);
     }
     /* one 8-byte descriptor: median submit+wait minus median put+flush */
     p = find_point(pts, n, MPIXFER_OP_WRITE, MEM_FOREIGN, PAT_CONTIG, 8, 1);
@@ -1236,19 +1309,20 @@ static void eval_targets(const bench_t *b, const point_t *pts, int n, target_t *
     /* 40000 descriptors posted */
     p = find_point(pts, n, MPIXFER_OP_WRITE, MEM_FOREIGN, PAT_SCATTERED, 4 * KIB, 40000);
     t[5] = (target_t){.key = "post_40000_foreign",
-                      .what = "40000 scattered 4 KiB WRITE, foreign: submit time (avg)",
+                      .what = "40000 scattered 4 KiB WRITE, foreign: submit time (p50)",
                       .unit = "us", .ge = false, .threshold = 5000.0};
     if (p && p->r[M_MPIXFER].valid) {
         t[5].measured = true;
-        t[5].value = p->r[M_MPIXFER].post_us;
+        t[5].value = p->r[M_MPIXFER].post_p50_us;
         const point_t *pa =
             find_point(pts, n, MPIXFER_OP_WRITE, MEM_ARENA, PAT_SCATTERED, 4 * KIB, 40000);
         int len = snprintf(t[5].detail, sizeof t[5].detail,
-                           "submit+wait %.0f us; raw put loop %.0f us", p->r[M_MPIXFER].avg_us,
-                           p->r[M_RAW].post_us);
+                           "avg %.0f us; submit+wait p50 %.0f us; raw put loop p50 %.0f us",
+                           p->r[M_MPIXFER].post_us, p->r[M_MPIXFER].p50_us,
+                           p->r[M_RAW].post_p50_us);
         if (pa && pa->r[M_MPIXFER].valid && len > 0 && (size_t)len < sizeof t[5].detail)
             snprintf(t[5].detail + len, sizeof t[5].detail - (size_t)len,
-                     "; arena submit %.0f us (copies inside)", pa->r[M_MPIXFER].post_us);
+                     "; arena submit p50 %.0f us", pa->r[M_MPIXFER].post_p50_us);
     }
     (void)b;
 }
@@ -1260,7 +1334,8 @@ static bool target_pass(const target_t *t)
 
 static void print_targets(const target_t *t)
 {
-    printf("\n# targets (issue 4; reported, never a failure of the run)\n");
+    printf("\n# targets (issue 4; reported, never a failure of the run; ratios of median-request "
+           "bandwidth)\n");
     for (int i = 0; i < NTARGETS; i++) {
         if (!t[i].measured) {
             printf("  %-70s   not measured in this run\n", t[i].what);
@@ -1358,9 +1433,9 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
         }
     fprintf(f, "], \"src_mem\": \"%s\", \"dst_mem\": \"%s\", \"max_bytes\": %zu, "
                "\"arena_size\": %zu, \"post_batch\": %zu, \"iters\": %ld, \"warmup\": %ld, "
-               "\"seed\": %" PRIu64 "}\n  },\n  \"results\": [",
+               "\"budget_s\": %g, \"seed\": %" PRIu64 "}\n  },\n  \"results\": [",
             o->src_vram ? "vram" : "dram", o->dst_vram ? "vram" : "dram", o->max_bytes,
-            b->arena_size, o->post_batch, o->iters, o->warmup, o->seed);
+            b->arena_size, o->post_batch, o->iters, o->warmup, o->budget, o->seed);
     first = true;
     for (int i = 0; i < n; i++) {
         const point_t *p = &pts[i];
@@ -1376,7 +1451,7 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
                     method_label(b, p, (method_t)m));
             if (m == M_COPY && p->mem == MEM_XPU)
                 fprintf(f, "\"copy\": \"%s\", ", b->copy_kind[p->op]);
-            fprintf(f, "\"iters\": %ld, \"gbps\": ", p->iters);
+            fprintf(f, "\"iters\": %ld, \"gbps\": ", r->iters);
             json_num(f, r->gbps);
             fprintf(f, ", \"avg_us\": ");
             json_num(f, r->avg_us);
@@ -1386,6 +1461,10 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
             json_num(f, r->p99_us);
             fprintf(f, ", \"post_us\": ");
             json_num(f, r->post_us);
+            fprintf(f, ", \"post_p50_us\": ");
+            json_num(f, r->post_p50_us);
+            fprintf(f, ", \"gbps_p50\": ");
+            json_num(f, r->gbps_p50);
             fprintf(f, ", \"agg_gbps\": ");
             json_num(f, r->agg_gbps);
             fprintf(f, "}");
@@ -1575,14 +1654,11 @@ int main(int argc, char **argv)
     if (npoints == 0)
         die("nothing to measure (every block size exceeds --max-bytes?)");
     size_t max_req = 0, maxbatch = 0;
-    long max_iters = 0;
     for (int i = 0; i < npoints; i++) {
         if (pts[i].block * pts[i].batch > max_req)
             max_req = pts[i].block * pts[i].batch;
         if (pts[i].batch > maxbatch)
             maxbatch = pts[i].batch;
-        if (pts[i].iters > max_iters)
-            max_iters = pts[i].iters;
     }
     /* Rounded up to whole pages (and so to whole pattern words). */
     b.pool = (max_req + PAGE - 1) / PAGE * PAGE;
@@ -1730,12 +1806,21 @@ int main(int argc, char **argv)
     if (b.initiator) {
         b.src_descs = calloc(maxbatch, sizeof *b.src_descs);
         b.dst_descs = calloc(maxbatch, sizeof *b.dst_descs);
-        b.lptr = calloc(maxbatch, sizeof *b.lptr);
-        b.rptr = calloc(maxbatch, sizeof *b.rptr);
-        b.lat = calloc((size_t)max_iters, sizeof *b.lat);
-        b.post = calloc((size_t)max_iters, sizeof *b.post);
-        if (!b.src_descs || !b.dst_descs || !b.lptr || !b.rptr || !b.lat || !b.post)
+        if (!b.src_descs || !b.dst_descs)
             die("out of memory");
+        size_t maxiters = o.iters > MAX_ITERS ? (size_t)o.iters : MAX_ITERS;
+        for (int m = 0; m < M_COUNT; m++) {
+            run_t *u = calloc(1, sizeof *u);
+            if (!u)
+                die("out of memory");
+            u->lptr = calloc(maxbatch, sizeof *u->lptr);
+            u->rptr = calloc(maxbatch, sizeof *u->rptr);
+            u->lat = calloc(maxiters, sizeof *u->lat);
+            u->post = calloc(maxiters, sizeof *u->post);
+            if (!u->lptr || !u->rptr || !u->lat || !u->post)
+                die("out of memory");
+            b.run[m] = u;
+        }
     }
 
     if (g_rank == 0) {
@@ -1819,10 +1904,14 @@ int main(int argc, char **argv)
     free(b.tslot_v);
     free(b.src_descs);
     free(b.dst_descs);
-    free(b.lptr);
-    free(b.rptr);
-    free(b.lat);
-    free(b.post);
+    for (int m = 0; m < M_COUNT; m++)
+        if (b.run[m]) {
+            free(b.run[m]->lptr);
+            free(b.run[m]->rptr);
+            free(b.run[m]->lat);
+            free(b.run[m]->post);
+            free(b.run[m]);
+        }
     free(pts);
     MPI_Finalize();
     return 0;

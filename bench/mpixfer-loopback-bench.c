@@ -6,13 +6,20 @@
  * offset i * block of one file (offload), then comes back (load), sequentially, --iters
  * times each. mpixfer: one request of all blocks per iteration, on an agent with
  * --workers threads. fio: --rw=write then --rw=read with --bs=block, --size=total,
- * --loops=iters, --ioengine=psync, --direct=0 (the same pread/pwrite syscalls); with
+ * --loops=iters, --ioengine=psync, --direct=0 --invalidate=0 (the same pread/pwrite
+ * syscalls, on the page cache); with
  * --workers N, N jobs each own a contiguous 1/N of the file (--offset_increment).
  *
  * Both go through the page cache (buffered I/O): the numbers are memory-to-page-cache
  * rates, which is what spilling KV cache to a local file costs until writeback; the page
  * cache is not dropped between runs, for either. The file is preallocated before the
- * timed writes (fio does the same by default with fallocate).
+ * timed writes (fio does the same by default with fallocate), and the file system is
+ * synced before each timed write phase so neither inherits the other's writeback.
+ * Both write the whole file once, untimed, before the timed passes: the first write of
+ * fresh page-cache pages costs far more than any later one on a virtual machine that
+ * hands freed memory back to its host (page reporting), and would otherwise favour
+ * whichever of the two runs second, on pages the other one just freed. The timed passes
+ * overwrite cached pages: the steady state of a spill file that is rewritten.
  *
  * GB/s = bytes moved / wall time, 1 GB = 1e9 bytes. fio's own bandwidth is read from its
  * JSON output (jobs[0].write.bw_bytes / jobs[0].read.bw_bytes, with --group_reporting).
@@ -103,6 +110,18 @@ static uint64_t word_at(size_t i)
     return x ^ (x >> 29);
 }
 
+/* Flush the file system's dirty pages before a timed write phase: otherwise whichever of
+ * mpixfer and fio writes second is throttled by the writeback of what the first left
+ * dirty, and the order of the runs decides the ratio. */
+static void settle(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        syncfs(fd);
+        close(fd);
+    }
+}
+
 /* ----------------------------------------------------------------- mpixfer */
 
 typedef struct {
@@ -155,6 +174,9 @@ static result_t run_mpixfer(const char *dir, size_t total, size_t block, unsigne
     }
     mpixfer_mem_descs_t l = {MPIXFER_MEM_DRAM, d, n};
 
+    /* Untimed warm-up pass: see the header. */
+    check(mpixfer_loopback_execute(lb, &l, f, n, true), "warm-up offload");
+    settle(dir);
     t = now();
     for (unsigned it = 0; it < iters; it++)
         check(mpixfer_loopback_execute(lb, &l, f, n, true), "offload");
@@ -184,16 +206,16 @@ static result_t run_mpixfer(const char *dir, size_t total, size_t block, unsigne
 static bool find_in_path(const char *prog)
 {
     const char *p = getenv("PATH");
-    char dir[PATH_MAX], full[PATH_MAX];
+    char full[PATH_MAX];
 
     if (p == NULL)
         p = "/usr/local/bin:/usr/bin:/bin";
     while (*p) {
         size_t len = strcspn(p, ":");
-        if (len > 0 && len < sizeof dir) {
-            memcpy(dir, p, len);
-            dir[len] = '\0';
-            snprintf(full, sizeof full, "%s/%s", dir, prog);
+        if (len > 0 && len + strlen(prog) + 2 <= sizeof full) {
+            memcpy(full, p, len);
+            full[len] = '/';
+            strcpy(full + len + 1, prog);
             if (access(full, X_OK) == 0)
                 return true;
         }
@@ -225,19 +247,31 @@ static char *slurp(const char *path)
     return s;
 }
 
-/* jobs[0].<dir>.bw_bytes from fio's JSON, without a JSON library: the first
- * "<dir>" : { object holds the first "bw_bytes" after it. -1 when absent. */
+/* jobs[0].<dir>.bw_bytes from fio's JSON, without a JSON library: the first key "<dir>"
+ * whose value is an object ("rw" : "write" in the job options is not one) holds the first
+ * "bw_bytes" after it. -1 when absent. */
 static double fio_bw(const char *json, const char *dir)
 {
     char key[32];
-    const char *p;
+    const char *p = strstr(json, "\"jobs\"");
 
     snprintf(key, sizeof key, "\"%s\"", dir);
-    p = strstr(json, "\"jobs\"");
-    if (p == NULL || (p = strstr(p, key)) == NULL || (p = strstr(p, "\"bw_bytes\"")) == NULL)
-        return -1;
-    p = strchr(p, ':');
-    return p != NULL ? strtod(p + 1, NULL) : -1;
+    while (p != NULL && (p = strstr(p, key)) != NULL) {
+        const char *q = p + strlen(key);
+        q += strspn(q, " \t\r\n");
+        if (*q == ':') {
+            q++;
+            q += strspn(q, " \t\r\n");
+            if (*q == '{') {
+                p = strstr(q, "\"bw_bytes\"");
+                if (p == NULL || (p = strchr(p, ':')) == NULL)
+                    return -1;
+                return strtod(p + 1, NULL);
+            }
+        }
+        p = q;
+    }
+    return -1;
 }
 
 /* One fio job (rw = "write" or "read") on @p file; bytes per second, -1 on failure. */
@@ -246,7 +280,7 @@ static double run_fio(const char *file, const char *rw, size_t total, size_t blo
 {
     char a_file[PATH_MAX + 16], a_bs[64], a_size[64], a_loops[64], a_jobs[64], a_incr[64],
         a_out[PATH_MAX + 16], a_rw[32];
-    char *argv[24];
+    char *argv[32];
     int argc = 0, status;
     pid_t pid;
     posix_spawn_file_actions_t fa;
@@ -273,6 +307,9 @@ static double run_fio(const char *file, const char *rw, size_t total, size_t blo
     argv[argc++] = "--group_reporting";
     argv[argc++] = "--ioengine=psync";
     argv[argc++] = "--direct=0";
+    /* fio drops the file's cached pages before each job by default; mpixfer's load reads
+     * what its offload left in the page cache, so fio must too. */
+    argv[argc++] = "--invalidate=0";
     argv[argc++] = "--thread";
     argv[argc++] = "--output-format=json";
     argv[argc++] = a_out;
@@ -306,7 +343,7 @@ static void usage(FILE *out)
             "  --total SIZE    bytes per iteration (default 256M)\n"
             "  --block SIZE    block size, one descriptor each (default 64K)\n"
             "  --workers N     loopback worker threads and fio jobs (default 1)\n"
-            "  --iters N       offloads and loads each (default 3)\n"
+            "  --iters N       timed offloads and loads each (default 5)\n"
             "  --dir DIR       where the files go (default $TMPDIR or /tmp)\n"
             "  --no-fio        skip the fio comparison\n");
 }
@@ -319,7 +356,7 @@ int main(int argc, char **argv)
         {"dir", required_argument, NULL, 'd'},     {"no-fio", no_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     size_t total = 256 * MIB, block = 64 * KIB;
-    unsigned workers = 1, iters = 3;
+    unsigned workers = 1, iters = 5;
     const char *dir = getenv("TMPDIR");
     bool use_fio = true;
     char tot_s[32], blk_s[32];
@@ -351,7 +388,11 @@ int main(int argc, char **argv)
            "%u iteration(s), in %s\n",
            mpixfer_version(), tot_s, total / block, blk_s, workers, iters, dir);
     printf("# both mpixfer and fio run through the page cache (buffered pread/pwrite, fio "
-           "--direct=0 --ioengine=psync); GB = 1e9 bytes\n");
+           "--direct=0 --ioengine=psync --invalidate=0), after one untimed write pass each; "
+           "GB = 1e9 bytes\n");
+    printf("# fio moves every block through one block-sized buffer (it stays in the CPU "
+           "cache); mpixfer moves a %s buffer\n",
+           tot_s);
 
     result_t m = run_mpixfer(dir, total, block, workers, iters);
 
@@ -374,7 +415,10 @@ int main(int argc, char **argv)
         if (fd < 0)
             die("mkstemp(%s): %s", json, strerror(errno));
         close(fd);
-        fw = run_fio(file, "write", total, block, workers, iters, json);
+        fw = run_fio(file, "write", total, block, workers, 1, json); /* warm-up */
+        settle(dir);
+        if (fw >= 0)
+            fw = run_fio(file, "write", total, block, workers, iters, json);
         if (fw >= 0)
             fr = run_fio(file, "read", total, block, workers, iters, json);
         unlink(file);

@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    FUZZ_CHECK(c.kind >= MPIXFER__CTRL_SYNC && c.kind <= MPIXFER__CTRL_XDATA);
+    FUZZ_CHECK(c.kind >= MPIXFER__CTRL_SYNC && c.kind <= MPIXFER__CTRL_BYE_ACK);
     FUZZ_CHECK(memchr(c.sender, '\0', sizeof(c.sender)) != NULL);
     FUZZ_CHECK(memchr(c.receiver, '\0', sizeof(c.receiver)) != NULL);
     sl = strlen(c.sender);

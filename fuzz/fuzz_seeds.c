@@ -166,15 +166,19 @@ static void ctrl_seeds(void)
 
 static void conninfo_seed(const char *file, uint64_t world_id, int rank, const char *name)
 {
-    char *info, parsed[MPIXFER__NAME_MAX + 1];
+    char *info, parsed[MPIXFER__NAME_MAX + 1], *port = NULL;
     uint64_t wid;
     int r;
+    /* Every other seed carries a join address (version 2). */
+    const char *addr = (rank & 1) ? "tcp:node-7.example:40123" : NULL;
 
-    if (mpixfer__conninfo_format(world_id, rank, name, &info) != MPIXFER_OK)
+    if (mpixfer__conninfo_format(world_id, rank, addr, name, &info) != MPIXFER_OK)
         die("cannot format connection info", file);
-    if (mpixfer__conninfo_parse(info, &wid, &r, parsed) != MPIXFER_OK || wid != world_id ||
-        r != rank || strcmp(parsed, name) != 0)
+    if (mpixfer__conninfo_parse(info, &wid, &r, &port, parsed) != MPIXFER_OK ||
+        wid != world_id || r != rank || strcmp(parsed, name) != 0 ||
+        (addr == NULL) != (port == NULL) || (addr != NULL && strcmp(addr, port) != 0))
         die("connection-info seed does not parse back:", file);
+    free(port);
     write_seed("conninfo", file, info, strlen(info)); /* no NUL: the target adds it */
     free(info);
 }

@@ -88,6 +88,16 @@ mpixfer_status_t mpixfer_agent_create(mpixfer_context_t *ctx, const mpixfer_agen
             goto err_name;
         }
     }
+    if (cfg->use_listen_thread) {
+        /* Listening also means other jobs may connect: open a port, accept in a thread. */
+        st = mpixfer__listen_acquire(ctx);
+        if (st != MPIXFER_OK) {
+            mpixfer__unlock(ctx);
+            if (a->wants_thread)
+                mpixfer__thread_release(ctx);
+            goto err_name;
+        }
+    }
     a->next = ctx->agents;
     ctx->agents = a;
     mpixfer__unlock(ctx);
@@ -102,8 +112,11 @@ err_agent:
     return st;
 }
 
-static void remote_free(mpixfer__remote_t *r)
+/* Lock held. */
+static void remote_free(mpixfer_context_t *ctx, mpixfer__remote_t *r)
 {
+    if (r->link != NULL)
+        mpixfer__link_release(ctx, r->link);
     mpixfer__desc_fini(&r->desc);
     free(r->name);
     free(r);
@@ -142,12 +155,14 @@ mpixfer_status_t mpixfer_agent_destroy(mpixfer_agent_t *agent)
     while (agent->remotes != NULL) {
         mpixfer__remote_t *r = agent->remotes;
         agent->remotes = r->next;
-        remote_free(r);
+        remote_free(ctx, r);
     }
     mpixfer__inbox_clear(agent);
     release_thread = agent->wants_thread;
     mpixfer__unlock(ctx);
 
+    if (agent->cfg.use_listen_thread)
+        mpixfer__listen_release(ctx);
     if (release_thread)
         mpixfer__thread_release(ctx);
     LOG_INFO("agent '%s' destroyed", agent->name);
@@ -431,8 +446,9 @@ mpixfer__remote_t *mpixfer__find_remote(const mpixfer_agent_t *agent, const char
     return NULL;
 }
 
-/* Takes ownership of desc->regions. */
-void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc)
+/* Takes ownership of desc->regions and of a reference on @p link. */
+void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc,
+                               mpixfer__link_t *link)
 {
     mpixfer__remote_t *r = mpixfer__find_remote(agent, desc->name);
 
@@ -441,6 +457,8 @@ void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc)
         if (r == NULL || (r->name = strdup(desc->name)) == NULL) {
             free(r);
             mpixfer__desc_fini(desc);
+            if (link != NULL)
+                mpixfer__link_release(agent->ctx, link);
             LOG_ERROR("out of memory storing remote agent '%s'", desc->name);
             return;
         }
@@ -450,7 +468,10 @@ void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc)
         mpixfer__desc_fini(&r->desc);
     }
     r->desc = *desc;
-    r->rank = (int)desc->rank;
+    if (r->link != NULL && r->link != link)
+        mpixfer__link_release(agent->ctx, r->link);
+    r->link = link;
+    r->rank = link ? 0 : (int)desc->rank;
     r->loaded = true;
     r->pending = false;
     LOG_DEBUG("agent '%s' loaded '%s' (rank %d, %zu regions)", agent->name, r->name, r->rank,
@@ -514,7 +535,7 @@ mpixfer_status_t mpixfer_load_remote_agent(mpixfer_agent_t *agent, const char *n
         goto err;
     }
     mpixfer__lock(ctx);
-    mpixfer__agent_store_desc(agent, &desc);
+    mpixfer__agent_store_desc(agent, &desc, NULL);
     mpixfer__unlock(ctx);
     return MPIXFER_OK;
 err:
@@ -524,9 +545,20 @@ err:
 
 mpixfer_status_t mpixfer_get_local_connection_info(mpixfer_agent_t *agent, char **info_p)
 {
+    mpixfer_context_t *ctx;
+    mpixfer_status_t st;
+
     if (agent == NULL || info_p == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent or info_p is NULL");
-    return mpixfer__conninfo_format(agent->ctx->world_id, agent->ctx->rank, agent->name, info_p);
+    ctx = agent->ctx;
+    mpixfer__lock(ctx);
+    /* A listening agent's info carries the port, so other jobs can connect. */
+    st = mpixfer__conninfo_format(ctx->world_id, ctx->rank,
+                                  agent->cfg.use_listen_thread && ctx->has_port ? ctx->port
+                                                                                 : NULL,
+                                  agent->name, info_p);
+    mpixfer__unlock(ctx);
+    return st;
 }
 
 mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_agent_t *agent, const char *name,
@@ -536,44 +568,67 @@ mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_agent_t *agent,
     char rname[MPIXFER__NAME_MAX + 1];
     uint64_t wid;
     int rank;
+    char *port = NULL;
     mpixfer__remote_t *r;
+    mpixfer__link_t *link = NULL;
     mpixfer_status_t st;
 
     if (agent == NULL || name == NULL || info == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, name or info is NULL");
     ctx = agent->ctx;
-    st = mpixfer__conninfo_parse(info, &wid, &rank, rname);
+    st = mpixfer__conninfo_parse(info, &wid, &rank, &port, rname);
     if (st != MPIXFER_OK)
         return st;
-    if (wid != ctx->world_id)
-        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE,
-                      "connection info of '%s' is from MPI world %016llx, this context is "
-                      "%016llx, and it carries no MPI port",
-                      rname, (unsigned long long)wid, (unsigned long long)ctx->world_id);
-    if (rank >= ctx->size)
-        MPIXFER__FAIL(MPIXFER_ERR_BAD_DESC, "connection info names rank %d of %d", rank,
-                      ctx->size);
-    if (strcmp(rname, name) != 0)
+    if (strcmp(rname, name) != 0) {
+        free(port);
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "connection info is of agent '%s', not '%s'",
                       rname, name);
-    if (rank == ctx->rank && strcmp(rname, agent->name) == 0)
-        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent '%s' cannot load itself", name);
+    }
+    if (wid != ctx->world_id && port == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE,
+                      "connection info of '%s' is from MPI world %016llx, this context is "
+                      "%016llx, and it carries no MPI port (the remote agent needs "
+                      "use_listen_thread)",
+                      rname, (unsigned long long)wid, (unsigned long long)ctx->world_id);
+    if (wid == ctx->world_id) {
+        free(port); /* same world: the communicator reaches it */
+        port = NULL;
+        if (rank >= ctx->size)
+            MPIXFER__FAIL(MPIXFER_ERR_BAD_DESC, "connection info names rank %d of %d", rank,
+                          ctx->size);
+        if (rank == ctx->rank && strcmp(rname, agent->name) == 0)
+            MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent '%s' cannot load itself", name);
+    }
 
     mpixfer__lock(ctx);
+    if (port != NULL) {
+        st = mpixfer__link_connect(ctx, port, wid, &link);
+        free(port);
+        if (st != MPIXFER_OK) {
+            mpixfer__unlock(ctx);
+            return st;
+        }
+    }
     r = mpixfer__find_remote(agent, name);
     if (r == NULL) {
         r = calloc(1, sizeof(*r));
         if (r == NULL || (r->name = strdup(name)) == NULL) {
             free(r);
+            if (link != NULL)
+                mpixfer__link_release(ctx, link);
             mpixfer__unlock(ctx);
             return MPIXFER_ERR_NO_MEMORY;
         }
         r->next = agent->remotes;
         agent->remotes = r;
     }
-    r->rank = rank;
+    if (r->link != NULL)
+        mpixfer__link_release(ctx, r->link);
+    r->link = link;
+    r->rank = link ? 0 : rank;
     r->pending = true;
-    st = mpixfer__ctrl_send(ctx, rank, MPIXFER__CTRL_DESC_REQ, agent->name, name, NULL, 0);
+    st = mpixfer__ctrl_send(ctx, (mpixfer__route_t){r->rank, r->link}, MPIXFER__CTRL_DESC_REQ,
+                            agent->name, name, NULL, 0);
     if (st != MPIXFER_OK)
         r->pending = false;
     mpixfer__unlock(ctx);
@@ -592,7 +647,7 @@ mpixfer_status_t mpixfer_invalidate_remote_agent(mpixfer_agent_t *agent, const c
         if (strcmp((*pp)->name, name) == 0) {
             mpixfer__remote_t *r = *pp;
             *pp = r->next;
-            remote_free(r);
+            remote_free(ctx, r);
             mpixfer__unlock(ctx);
             LOG_DEBUG("agent '%s' invalidated '%s'", agent->name, name);
             return MPIXFER_OK;

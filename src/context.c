@@ -248,8 +248,16 @@ mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx)
     if (ctx == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx is NULL");
 
-    /* The thread would race the collective calls below. */
+    /* The threads would race the collective calls below. */
     mpixfer__thread_stop(ctx);
+    mpixfer__lock(ctx);
+    if (ctx->listen_users > 0)
+        ctx->listen_users = 1;
+    mpixfer__unlock(ctx);
+    mpixfer__listen_release(ctx);
+    mpixfer__lock(ctx);
+    mpixfer__links_close_all(ctx);
+    mpixfer__unlock(ctx);
     st = drain_collectively(ctx);
 
     mpixfer__lock(ctx);
@@ -514,7 +522,7 @@ mpixfer_status_t mpixfer_bootstrap(mpixfer_context_t *ctx)
                 memcpy(copy.regions, descs[i].regions,
                        descs[i].nregions * sizeof(*copy.regions));
             }
-            mpixfer__agent_store_desc(a, &copy);
+            mpixfer__agent_store_desc(a, &copy, NULL);
         }
     LOG_INFO("bootstrap: %zu agents in the context", ndescs);
 out:

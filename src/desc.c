@@ -209,19 +209,34 @@ mpixfer_status_t mpixfer__desc_find(const mpixfer__desc_t *desc, mpixfer_mem_typ
     return starts_inside ? MPIXFER_ERR_OUT_OF_RANGE : MPIXFER_ERR_NOT_FOUND;
 }
 
-/* -------------------------------------------------------- connection info */
+/* -------------------------------------------------------- connection info
+ *
+ * Version 1: "mpixfer:1:<world id, 16 hex>:<rank>:<agent name>"
+ * Version 2: "mpixfer:2:<world id, 16 hex>:<rank>:<MPI port, hex-encoded>:<agent name>"
+ * The name comes last because it may hold any byte but NUL; the port is hex-encoded
+ * because MPI port names contain ':' and ';'. */
 
-#define CONN_PREFIX "mpixfer:1:"
+#define CONN_V1 "mpixfer:1:"
+#define CONN_V2 "mpixfer:2:"
+#define PORT_HEX_MAX (2 * MPI_MAX_PORT_NAME)
 
-mpixfer_status_t mpixfer__conninfo_format(uint64_t world_id, int rank, const char *name,
-                                          char **info_p)
+mpixfer_status_t mpixfer__conninfo_format(uint64_t world_id, int rank, const char *port,
+                                          const char *name, char **info_p)
 {
-    size_t n = sizeof(CONN_PREFIX) + 16 + 1 + 11 + 1 + strlen(name) + 1;
-    char *s = malloc(n);
+    size_t plen = port ? strlen(port) : 0;
+    size_t n = sizeof(CONN_V2) + 16 + 1 + 11 + 1 + 2 * plen + 1 + strlen(name) + 1;
+    char *s = malloc(n), *p;
 
     if (s == NULL)
         return MPIXFER_ERR_NO_MEMORY;
-    snprintf(s, n, CONN_PREFIX "%016" PRIx64 ":%d:%s", world_id, rank, name);
+    if (port == NULL) {
+        snprintf(s, n, CONN_V1 "%016" PRIx64 ":%d:%s", world_id, rank, name);
+    } else {
+        p = s + snprintf(s, n, CONN_V2 "%016" PRIx64 ":%d:", world_id, rank);
+        for (size_t i = 0; i < plen; i++)
+            p += sprintf(p, "%02x", (unsigned char)port[i]);
+        snprintf(p, n - (size_t)(p - s), ":%s", name);
+    }
     *info_p = s;
     return MPIXFER_OK;
 }
@@ -238,16 +253,24 @@ static int hexval(char c)
 }
 
 mpixfer_status_t mpixfer__conninfo_parse(const char *info, uint64_t *world_id_p, int *rank_p,
-                                         char name[MPIXFER__NAME_MAX + 1])
+                                         char **port_p, char name[MPIXFER__NAME_MAX + 1])
 {
     const char *p = info;
     uint64_t wid = 0;
     long long rank = 0;
-    size_t digits = 0, name_len;
+    size_t digits = 0, name_len, hex_len = 0;
+    char *port = NULL;
+    bool v2;
 
-    if (info == NULL || strncmp(p, CONN_PREFIX, sizeof(CONN_PREFIX) - 1) != 0)
+    if (info == NULL)
         goto bad;
-    p += sizeof(CONN_PREFIX) - 1;
+    if (strncmp(p, CONN_V1, sizeof(CONN_V1) - 1) == 0)
+        v2 = false;
+    else if (strncmp(p, CONN_V2, sizeof(CONN_V2) - 1) == 0)
+        v2 = true;
+    else
+        goto bad;
+    p += sizeof(CONN_V1) - 1;
     for (int i = 0; i < 16; i++, p++) {
         int v = hexval(*p);
         if (v < 0)
@@ -262,15 +285,34 @@ mpixfer_status_t mpixfer__conninfo_parse(const char *info, uint64_t *world_id_p,
     }
     if (digits == 0 || rank > INT32_MAX || *p++ != ':')
         goto bad;
+    if (v2) {
+        while (hex_len <= PORT_HEX_MAX && hexval(p[hex_len]) >= 0)
+            hex_len++;
+        if (hex_len == 0 || hex_len % 2 != 0 || hex_len > PORT_HEX_MAX || p[hex_len] != ':')
+            goto bad;
+        port = malloc(hex_len / 2 + 1);
+        if (port == NULL)
+            return MPIXFER_ERR_NO_MEMORY;
+        for (size_t i = 0; i < hex_len / 2; i++) {
+            port[i] = (char)(hexval(p[2 * i]) << 4 | hexval(p[2 * i + 1]));
+            if (port[i] == '\0')
+                goto bad;
+        }
+        port[hex_len / 2] = '\0';
+        p += hex_len + 1;
+    }
     name_len = strnlen(p, MPIXFER__NAME_MAX + 1);
     if (name_len < 1 || name_len > MPIXFER__NAME_MAX)
         goto bad;
     memcpy(name, p, name_len + 1);
     *world_id_p = wid;
     *rank_p = (int)rank;
+    *port_p = port;
     return MPIXFER_OK;
 bad:
-    LOG_WARN("connection info '%.80s' is not of the form mpixfer:1:<16 hex>:<rank>:<name>",
+    free(port);
+    LOG_WARN("connection info '%.80s' is not of the form mpixfer:1:<16 hex>:<rank>:<name> or "
+             "mpixfer:2:<16 hex>:<rank>:<hex port>:<name>",
              info ? info : "(null)");
     return MPIXFER_ERR_BAD_DESC;
 }

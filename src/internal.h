@@ -48,10 +48,29 @@ typedef struct {
     mpixfer__wire_region_t *regions;
 } mpixfer__desc_t;
 
+/* A connection to one process of another MPI job (MPI_Comm_connect/accept). Data moves
+ * two-sided over it (the staged protocol): Open MPI 4.1 cannot create a window over the
+ * TCP path that joins separate jobs. */
+typedef struct mpixfer__link {
+    MPI_Comm comm;      /* intercommunicator; the peer is rank 0 of the remote group */
+    char *port;         /* the port we connected to; NULL when we accepted */
+    uint64_t peer_world;
+    unsigned refs;      /* remote-agent entries using it */
+    bool closed;        /* disconnected; the struct lives on until the context goes */
+    struct mpixfer__link *next;
+} mpixfer__link_t;
+
+/* Where a control message goes: a rank of the context's communicator, or a link. */
+typedef struct {
+    int rank;
+    mpixfer__link_t *link;
+} mpixfer__route_t;
+
 /* A remote agent as an agent knows it. */
 typedef struct mpixfer__remote {
     char *name;
     int rank;
+    mpixfer__link_t *link; /* another job: reached over this link (holds a reference) */
     bool loaded;  /* desc valid */
     bool pending; /* a descriptor request by connection info is outstanding */
     mpixfer__desc_t desc;
@@ -122,7 +141,7 @@ struct mpixfer_request {
     mpixfer_agent_t *agent; /* NULL once complete: a complete request touches nothing */
     _Atomic int state;      /* mpixfer_state_t */
     _Atomic int status;     /* mpixfer_status_t */
-    int target_rank;
+    mpixfer__route_t target;
     char *remote_name;
     void *sync;
     size_t sync_len;
@@ -155,6 +174,16 @@ struct mpixfer_context {
     mpixfer_request_t *pending_head, *pending_tail;
     mpixfer__send_t *sends;
 
+    mpixfer__link_t *links;
+    struct mpixfer__learned *learned; /* agent name -> link, from messages over links */
+    char port[MPI_MAX_PORT_NAME]; /* "tcp:<host>:<port>" others join us at */
+    bool has_port;
+    int listen_fd;
+    pthread_t accept_thread;
+    bool accept_running;
+    atomic_bool accept_stop;
+    unsigned listen_users;
+
     pthread_t thread;
     bool thread_running;
     unsigned thread_users;
@@ -180,7 +209,8 @@ mpixfer_status_t mpixfer__agent_find_region(const mpixfer_agent_t *agent, mpixfe
                                             const mpixfer_mem_desc_t *d,
                                             mpixfer__region_t **region_p);
 mpixfer__remote_t *mpixfer__find_remote(const mpixfer_agent_t *agent, const char *name);
-void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc);
+void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc,
+                               mpixfer__link_t *link);
 mpixfer_status_t mpixfer__check_mem_type(mpixfer_mem_type_t type);
 
 /* -------------------------------------------------------------- desc.c */
@@ -192,10 +222,12 @@ void mpixfer__desc_fini(mpixfer__desc_t *desc);
 /* Lookup in decoded regions: OK, NOT_FOUND or OUT_OF_RANGE as mpixfer__agent_find_region. */
 mpixfer_status_t mpixfer__desc_find(const mpixfer__desc_t *desc, mpixfer_mem_type_t type,
                                     const mpixfer_mem_desc_t *d);
-mpixfer_status_t mpixfer__conninfo_format(uint64_t world_id, int rank, const char *name,
-                                          char **info_p);
+/* @p port NULL: no port (version 1); else version 2 carrying it. */
+mpixfer_status_t mpixfer__conninfo_format(uint64_t world_id, int rank, const char *port,
+                                          const char *name, char **info_p);
+/* *port_p is set to a malloc'd port string, or NULL when the info carries none. */
 mpixfer_status_t mpixfer__conninfo_parse(const char *info, uint64_t *world_id_p, int *rank_p,
-                                         char name[MPIXFER__NAME_MAX + 1]);
+                                         char **port_p, char name[MPIXFER__NAME_MAX + 1]);
 
 /* ------------------------------------------------------------ notify.c */
 typedef enum {
@@ -206,7 +238,9 @@ typedef enum {
     MPIXFER__CTRL_XWRITE = 5,   /* staged chunk to copy into the receiver's memory */
     MPIXFER__CTRL_XACK = 6,     /* answer to XWRITE */
     MPIXFER__CTRL_XREAD = 7,    /* ask for a chunk of the receiver's memory */
-    MPIXFER__CTRL_XDATA = 8     /* answer to XREAD, with the bytes */
+    MPIXFER__CTRL_XDATA = 8,    /* answer to XREAD, with the bytes */
+    MPIXFER__CTRL_BYE = 9,      /* over a link: I am disconnecting */
+    MPIXFER__CTRL_BYE_ACK = 10  /* over a link: so am I */
 } mpixfer__ctrl_kind_t;
 
 typedef struct {
@@ -224,13 +258,24 @@ mpixfer_status_t mpixfer__ctrl_decode(const void *buf, size_t len, mpixfer__ctrl
 mpixfer_status_t mpixfer__ctrl_alloc(mpixfer__ctrl_kind_t kind, const char *sender,
                                      const char *receiver, size_t len, bool pinned,
                                      unsigned char **buf_p, size_t *n_p, void **payload_p);
-/* Isend a buffer from mpixfer__ctrl_alloc to another rank; takes ownership. Lock held. */
-mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, int rank, unsigned char *buf, size_t n,
-                                    bool pinned);
+/* Isend a buffer from mpixfer__ctrl_alloc over @p to; takes ownership. Lock held. */
+mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, mpixfer__route_t to,
+                                    unsigned char *buf, size_t n, bool pinned);
 /* Send a control message; to this process it is dispatched directly. Lock held. */
-mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__ctrl_kind_t kind,
-                                    const char *sender, const char *receiver,
-                                    const void *payload, size_t len);
+mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, mpixfer__route_t to,
+                                    mpixfer__ctrl_kind_t kind, const char *sender,
+                                    const char *receiver, const void *payload, size_t len);
+static inline mpixfer__route_t mpixfer__rank_route(int rank)
+{
+    mpixfer__route_t r = {rank, NULL};
+    return r;
+}
+static inline bool mpixfer__route_eq(mpixfer__route_t a, mpixfer__route_t b)
+{
+    return a.link == b.link && (a.link != NULL || a.rank == b.rank);
+}
+/* Poll one communicator for control messages arriving from @p via. Lock held. */
+int mpixfer__ctrl_poll_comm(mpixfer_context_t *ctx, MPI_Comm comm, mpixfer__link_t *via);
 /* Receive and dispatch what has arrived; returns the number handled. Lock held. */
 int mpixfer__ctrl_poll(mpixfer_context_t *ctx);
 /* Complete finished Isends; returns how many are still in flight. Lock held. */
@@ -275,8 +320,27 @@ mpixfer_status_t mpixfer__staged_start(mpixfer_context_t *ctx, mpixfer_request_t
 bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work);
 void mpixfer__staged_free(mpixfer__staged_t *s);
 /* Handlers for the staged control messages (from dispatch). Lock held. */
-void mpixfer__staged_on_message(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
-                                const mpixfer__ctrl_t *c);
+void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
+                                mpixfer_agent_t *agent, const mpixfer__ctrl_t *c);
+
+/* -------------------------------------------------------------- link.c */
+/* Connect to @p port of another job (or reuse a link to it); a reference for the caller. */
+mpixfer_status_t mpixfer__link_connect(mpixfer_context_t *ctx, const char *port,
+                                       uint64_t peer_world, mpixfer__link_t **link_p);
+/* Drop a reference; the last one disconnects (BYE, wait for BYE_ACK, MPI_Comm_disconnect). */
+void mpixfer__link_release(mpixfer_context_t *ctx, mpixfer__link_t *link);
+/* BYE / BYE_ACK from the peer of @p link. */
+void mpixfer__link_on_bye(mpixfer_context_t *ctx, mpixfer__link_t *link, bool ack);
+/* Poll every open link. Lock held. */
+int mpixfer__links_poll(mpixfer_context_t *ctx);
+/* Disconnect every link (context destruction). Lock held. */
+void mpixfer__links_close_all(mpixfer_context_t *ctx);
+/* Remember / find which link an agent of another job speaks over. Lock held. */
+void mpixfer__route_learn(mpixfer_context_t *ctx, const char *name, mpixfer__link_t *link);
+mpixfer__link_t *mpixfer__route_lookup(mpixfer_context_t *ctx, const char *name);
+/* The accept thread and the port; the first listen agent starts it. */
+mpixfer_status_t mpixfer__listen_acquire(mpixfer_context_t *ctx);
+void mpixfer__listen_release(mpixfer_context_t *ctx); /* without the lock */
 
 /* ----------------------------------------------------------- request.c */
 int64_t mpixfer__now_ns(void);

@@ -46,6 +46,9 @@
 #define LB_PIECE ((size_t)8 << 20)
 /* Staged VRAM: bytes per device copy, and so the size of each worker's bounce buffer. */
 #define LB_BOUNCE ((size_t)8 << 20)
+/* Bounce buffers start on this boundary, so staged I/O works on O_DIRECT fds too (the
+ * host allocator need not align: plain malloc without a GPU). */
+#define LB_ALIGN ((uintptr_t)4096)
 /* One syscall moves at most this much: Linux caps a single read/write at 0x7ffff000. */
 #define LB_MAX_IO ((size_t)1 << 30)
 /* More threads than this is surely a mistake in the config, not a wish. */
@@ -84,7 +87,8 @@ struct mpixfer_loopback;
 typedef struct {
     struct mpixfer_loopback *lb;
     pthread_t thread;
-    void *bounce; /* staged VRAM only; allocated on the first VRAM request */
+    void *bounce;     /* staged VRAM only, page-aligned; allocated on the first VRAM request */
+    void *bounce_raw; /* what mpixfer__gpu_host_alloc returned */
 } lb_slot_t;
 
 struct mpixfer_loopback {
@@ -453,7 +457,7 @@ static void lb_free(mpixfer_loopback_t *lb)
             pthread_join(lb->slots[i].thread, NULL);
     }
     for (unsigned i = 0; i < lb->nslots; i++)
-        mpixfer__gpu_host_free(lb->slots[i].bounce);
+        mpixfer__gpu_host_free(lb->slots[i].bounce_raw);
     free(lb->slots);
     pthread_cond_destroy(&lb->done);
     pthread_cond_destroy(&lb->go);
@@ -649,13 +653,15 @@ static void lb_plan(lb_job_t *job, const mpixfer_mem_descs_t *mem,
 static mpixfer_status_t lb_ensure_bounce(mpixfer_loopback_t *lb)
 {
     for (unsigned i = 0; i < lb->nslots; i++) {
-        if (lb->slots[i].bounce != NULL)
+        lb_slot_t *s = &lb->slots[i];
+        if (s->bounce != NULL)
             continue;
-        lb->slots[i].bounce = mpixfer__gpu_host_alloc(LB_BOUNCE);
-        if (lb->slots[i].bounce == NULL) {
+        s->bounce_raw = mpixfer__gpu_host_alloc(LB_BOUNCE + LB_ALIGN);
+        if (s->bounce_raw == NULL) {
             LOG_ERROR("allocating a %zu-byte pinned bounce buffer failed", LB_BOUNCE);
             return MPIXFER_ERR_NO_MEMORY;
         }
+        s->bounce = (void *)(((uintptr_t)s->bounce_raw + LB_ALIGN - 1) & ~(LB_ALIGN - 1));
     }
     return MPIXFER_OK;
 }

@@ -71,7 +71,7 @@ mpixfer_status_t mpixfer__ctrl_decode(const void *buf, size_t len, mpixfer__ctrl
     if (buf == NULL || len < CTRL_HEADER || memcmp(b, CTRL_MAGIC, 4) != 0 || b[5] != 0 ||
         get16(b + 10) != 0)
         return MPIXFER_ERR_BAD_DESC;
-    if (b[4] < MPIXFER__CTRL_SYNC || b[4] > MPIXFER__CTRL_XDATA)
+    if (b[4] < MPIXFER__CTRL_SYNC || b[4] > MPIXFER__CTRL_BYE_ACK)
         return MPIXFER_ERR_BAD_DESC;
     sl = get16(b + 6);
     rl = get16(b + 8);
@@ -126,42 +126,54 @@ void mpixfer__inbox_clear(mpixfer_agent_t *agent)
     agent->inbox_tail = NULL;
 }
 
-static void on_desc_reply(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
+static void on_desc_reply(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t *agent,
                           const mpixfer__ctrl_t *c)
 {
     mpixfer__remote_t *r = mpixfer__find_remote(agent, c->sender);
     mpixfer__desc_t desc;
+    uint64_t world = src.link ? src.link->peer_world : ctx->world_id;
 
-    if (r == NULL || !r->pending || r->rank != src) {
+    if (r == NULL || !r->pending || !mpixfer__route_eq((mpixfer__route_t){r->rank, r->link}, src)) {
         LOG_DEBUG("unrequested descriptor of '%s' for '%s' dropped", c->sender, agent->name);
         return;
     }
     if (c->kind == MPIXFER__CTRL_DESC_NAK) {
-        LOG_WARN("rank %d has no agent '%s' (asked by '%s')", src, c->sender, agent->name);
+        LOG_WARN("%s %d has no agent '%s' (asked by '%s')", src.link ? "the linked job" : "rank",
+                 src.rank, c->sender, agent->name);
         r->pending = false;
         return;
     }
     if (mpixfer__desc_decode(c->payload, c->payload_len, ctx->params.max_desc_regions, &desc) !=
         MPIXFER_OK)
         return;
-    if (desc.world_id != ctx->world_id || desc.rank != (uint32_t)src ||
+    if (desc.world_id != world || (src.link == NULL && desc.rank != (uint32_t)src.rank) ||
         strcmp(desc.name, c->sender) != 0) {
-        LOG_WARN("descriptor reply from rank %d does not describe '%s' of this world", src,
-                 c->sender);
+        LOG_WARN("descriptor reply from rank %d does not describe '%s' of the world it came from",
+                 src.rank, c->sender);
         mpixfer__desc_fini(&desc);
         return;
     }
-    mpixfer__agent_store_desc(agent, &desc);
+    /* The entry keeps the reference on its link it already holds. */
+    mpixfer__agent_store_desc(agent, &desc, r->link);
 }
 
 /* Handle one control message from @p src (which may be this process). */
-static void dispatch(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
+static void dispatch(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c)
 {
-    mpixfer_agent_t *agent = mpixfer__find_local_agent(ctx, c->receiver);
+    mpixfer_agent_t *agent;
 
+    if (src.link != NULL) {
+        if (c->kind == MPIXFER__CTRL_BYE || c->kind == MPIXFER__CTRL_BYE_ACK) {
+            mpixfer__link_on_bye(ctx, src.link, c->kind == MPIXFER__CTRL_BYE_ACK);
+            return;
+        }
+        /* Agents of another job may be answered (and sent sync messages) over this link. */
+        mpixfer__route_learn(ctx, c->sender, src.link);
+    }
+    agent = mpixfer__find_local_agent(ctx, c->receiver);
     if (agent == NULL) {
         LOG_WARN("control message (kind %d) from '%s' (rank %d) for unknown agent '%s' dropped",
-                 (int)c->kind, c->sender, src, c->receiver);
+                 (int)c->kind, c->sender, src.rank, c->receiver);
         if (c->kind == MPIXFER__CTRL_DESC_REQ)
             mpixfer__ctrl_send(ctx, src, MPIXFER__CTRL_DESC_NAK, c->receiver, c->sender, NULL, 0);
         return;
@@ -191,24 +203,28 @@ static void dispatch(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
     case MPIXFER__CTRL_XDATA:
         mpixfer__staged_on_message(ctx, src, agent, c);
         break;
+    case MPIXFER__CTRL_BYE:
+    case MPIXFER__CTRL_BYE_ACK:
+        LOG_WARN("link message from rank %d outside a link dropped", src.rank);
+        break;
     }
 }
 
-mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__ctrl_kind_t kind,
-                                    const char *sender, const char *receiver,
-                                    const void *payload, size_t len)
+mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, mpixfer__route_t to,
+                                    mpixfer__ctrl_kind_t kind, const char *sender,
+                                    const char *receiver, const void *payload, size_t len)
 {
     unsigned char *buf;
     size_t n;
     void *dst;
     mpixfer_status_t st;
 
-    if (rank == ctx->rank) {
+    if (to.link == NULL && to.rank == ctx->rank) {
         mpixfer__ctrl_t c = {.kind = kind, .payload = payload, .payload_len = len};
         /* Names were validated where they entered the library. */
         strncpy(c.sender, sender, MPIXFER__NAME_MAX);
         strncpy(c.receiver, receiver, MPIXFER__NAME_MAX);
-        dispatch(ctx, rank, &c);
+        dispatch(ctx, to, &c);
         return MPIXFER_OK;
     }
     st = mpixfer__ctrl_alloc(kind, sender, receiver, len, false, &buf, &n, &dst);
@@ -216,7 +232,7 @@ mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, int rank, mpixfer__c
         return st;
     if (len)
         memcpy(dst, payload, len);
-    return mpixfer__ctrl_post(ctx, rank, buf, n, false);
+    return mpixfer__ctrl_post(ctx, to, buf, n, false);
 }
 
 static void send_buf_free(void *buf, bool pinned)
@@ -227,17 +243,23 @@ static void send_buf_free(void *buf, bool pinned)
         free(buf);
 }
 
-mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, int rank, unsigned char *buf, size_t n,
-                                    bool pinned)
+mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, mpixfer__route_t to,
+                                    unsigned char *buf, size_t n, bool pinned)
 {
-    mpixfer__send_t *s = calloc(1, sizeof(*s));
+    mpixfer__send_t *s;
     int rc;
 
+    if (to.link != NULL && to.link->closed) {
+        send_buf_free(buf, pinned);
+        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE, "the link to the other job is closed");
+    }
+    s = calloc(1, sizeof(*s));
     if (s == NULL) {
         send_buf_free(buf, pinned);
         return MPIXFER_ERR_NO_MEMORY;
     }
-    rc = MPI_Isend(buf, (int)n, MPI_BYTE, rank, MPIXFER__CTRL_TAG, ctx->comm, &s->req);
+    rc = MPI_Isend(buf, (int)n, MPI_BYTE, to.rank, MPIXFER__CTRL_TAG,
+                   to.link ? to.link->comm : ctx->comm, &s->req);
     if (rc != MPI_SUCCESS) {
         send_buf_free(buf, pinned);
         free(s);
@@ -276,10 +298,16 @@ size_t mpixfer__sends_test(mpixfer_context_t *ctx)
 
 int mpixfer__ctrl_poll(mpixfer_context_t *ctx)
 {
+    int handled = ctx->size > 1 ? mpixfer__ctrl_poll_comm(ctx, ctx->comm, NULL) : 0;
+    if (ctx->links != NULL)
+        handled += mpixfer__links_poll(ctx);
+    return handled;
+}
+
+int mpixfer__ctrl_poll_comm(mpixfer_context_t *ctx, MPI_Comm comm, mpixfer__link_t *via)
+{
     int handled = 0;
 
-    if (ctx->size == 1)
-        return 0;
     /* Bounded so one busy sender cannot starve request completion. */
     while (handled < 64) {
         MPI_Message msg;
@@ -288,7 +316,7 @@ int mpixfer__ctrl_poll(mpixfer_context_t *ctx)
         unsigned char *buf;
         mpixfer__ctrl_t c;
 
-        rc = MPI_Improbe(MPI_ANY_SOURCE, MPIXFER__CTRL_TAG, ctx->comm, &flag, &msg, &status);
+        rc = MPI_Improbe(MPI_ANY_SOURCE, MPIXFER__CTRL_TAG, comm, &flag, &msg, &status);
         if (rc != MPI_SUCCESS) {
             MPIXFER__MPI_ERR("MPI_Improbe", rc);
             break;
@@ -316,20 +344,50 @@ int mpixfer__ctrl_poll(mpixfer_context_t *ctx)
             LOG_WARN("malformed %d-byte control message from rank %d dropped", count,
                      status.MPI_SOURCE);
         else
-            dispatch(ctx, status.MPI_SOURCE, &c);
+            dispatch(ctx, (mpixfer__route_t){status.MPI_SOURCE, via}, &c);
         free(buf);
+        /* The dispatch may have closed the link (BYE): its comm is gone. */
+        if (via != NULL && via->closed)
+            break;
     }
     return handled;
 }
 
 /* ---------------------------------------------------------------- public */
 
+/* Where @p name lives: loaded by this agent, an agent of this process, loaded by another
+ * agent of this process, or an agent of another job that spoke to us over a link. */
+static bool find_route(mpixfer_context_t *ctx, mpixfer_agent_t *agent, const char *name,
+                       mpixfer__route_t *to)
+{
+    mpixfer__remote_t *r = mpixfer__find_remote(agent, name);
+    mpixfer__link_t *l;
+
+    if (r != NULL && (r->loaded || r->pending)) {
+        *to = (mpixfer__route_t){r->rank, r->link};
+        return true;
+    }
+    if (mpixfer__find_local_agent(ctx, name) != NULL) {
+        *to = mpixfer__rank_route(ctx->rank);
+        return true;
+    }
+    for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next)
+        if ((r = mpixfer__find_remote(a, name)) != NULL && (r->loaded || r->pending)) {
+            *to = (mpixfer__route_t){r->rank, r->link};
+            return true;
+        }
+    if ((l = mpixfer__route_lookup(ctx, name)) != NULL) {
+        *to = (mpixfer__route_t){0, l};
+        return true;
+    }
+    return false;
+}
+
 mpixfer_status_t mpixfer_notify_sync_message(mpixfer_agent_t *agent, const char *remote_name,
                                              const void *msg, size_t len)
 {
     mpixfer_context_t *ctx;
-    mpixfer__remote_t *r;
-    int rank = -1;
+    mpixfer__route_t to;
     mpixfer_status_t st;
 
     if (agent == NULL || remote_name == NULL || (msg == NULL && len > 0))
@@ -346,18 +404,13 @@ mpixfer_status_t mpixfer_notify_sync_message(mpixfer_agent_t *agent, const char 
                       MPIXFER__NAME_MAX);
 
     mpixfer__lock(ctx);
-    r = mpixfer__find_remote(agent, remote_name);
-    if (r != NULL && (r->loaded || r->pending))
-        rank = r->rank;
-    else if (mpixfer__find_local_agent(ctx, remote_name) != NULL)
-        rank = ctx->rank;
-    if (rank < 0) {
+    if (!find_route(ctx, agent, remote_name, &to)) {
         mpixfer__unlock(ctx);
         MPIXFER__FAIL(MPIXFER_ERR_NOT_FOUND,
                       "agent '%s' does not know '%s' (load it or bootstrap first)", agent->name,
                       remote_name);
     }
-    st = mpixfer__ctrl_send(ctx, rank, MPIXFER__CTRL_SYNC, agent->name, remote_name, msg, len);
+    st = mpixfer__ctrl_send(ctx, to, MPIXFER__CTRL_SYNC, agent->name, remote_name, msg, len);
     mpixfer__progress_locked(ctx);
     mpixfer__unlock(ctx);
     return st;

@@ -42,7 +42,7 @@ static void request_release(mpixfer_request_t *x)
 static void complete(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_status_t st)
 {
     if (st == MPIXFER_OK && x->has_sync) {
-        st = mpixfer__ctrl_send(ctx, x->target_rank, MPIXFER__CTRL_SYNC, x->agent->name,
+        st = mpixfer__ctrl_send(ctx, x->target, MPIXFER__CTRL_SYNC, x->agent->name,
                                 x->remote_name, x->sync, x->sync_len);
         if (st != MPIXFER_OK)
             LOG_ERROR("transfer to '%s' done but its sync message failed: %s", x->remote_name,
@@ -80,11 +80,11 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
         }
         /* One flush per target completes every request to it issued so far. */
         for (int i = 0; i < nflushed; i++)
-            seen = seen || flushed[i] == x->target_rank;
+            seen = seen || flushed[i] == x->target.rank;
         if (!seen) {
-            st = mpixfer__rma_flush(ctx, x->target_rank);
+            st = mpixfer__rma_flush(ctx, x->target.rank);
             if (st == MPIXFER_OK && nflushed < 16)
-                flushed[nflushed++] = x->target_rank;
+                flushed[nflushed++] = x->target.rank;
         }
         *pp = x->next_pending;
         if (ctx->pending_tail == x)
@@ -217,7 +217,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         st = MPIXFER_ERR_NOT_FOUND;
         goto err_locked;
     }
-    if (r->rank == ctx->rank) {
+    if (r->link == NULL && r->rank == ctx->rank) {
         local_target = mpixfer__find_local_agent(ctx, r->name);
         if (local_target == NULL) {
             LOG_WARN("agent '%s' no longer exists in this process", r->name);
@@ -231,10 +231,12 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     for (size_t i = 0; i < x->npins; i++)
         x->pins[i]->pins++;
     x->agent = agent;
-    x->target_rank = r->rank;
+    x->target = (mpixfer__route_t){r->rank, r->link};
 
-    if ((req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM) &&
-        ctx->gpu_path == MPIXFER_GPU_PATH_STAGED && local_target == NULL) {
+    /* Staged: VRAM without a CUDA-aware MPI, and anything to another job (no window). */
+    if (r->link != NULL ||
+        ((req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM) &&
+         ctx->gpu_path == MPIXFER_GPU_PATH_STAGED && local_target == NULL)) {
         st = mpixfer__staged_start(ctx, x, req);
         if (st != MPIXFER_OK) {
             unpin(x);

@@ -136,7 +136,7 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
             put64(p + 32, (uint64_t)len);
         }
         if (st == MPIXFER_OK)
-            st = mpixfer__ctrl_post(ctx, x->target_rank, buf, n, write);
+            st = mpixfer__ctrl_post(ctx, x->target, buf, n, write);
     }
     if (st != MPIXFER_OK) {
         s->err = st;
@@ -182,7 +182,7 @@ static mpixfer_request_t *find_request(mpixfer_context_t *ctx, uint64_t id)
 }
 
 /* The initiator side: an XACK or XDATA for one of our chunks. */
-static void on_answer(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
+static void on_answer(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c)
 {
     const unsigned char *p = c->payload;
     mpixfer_request_t *x;
@@ -192,7 +192,7 @@ static void on_answer(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
     size_t data_len;
 
     if (c->payload_len < XA_HDR) {
-        LOG_WARN("short staged answer from rank %d dropped", src);
+        LOG_WARN("short staged answer from rank %d dropped", src.rank);
         return;
     }
     id = get64(p);
@@ -200,9 +200,9 @@ static void on_answer(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
     status = (int32_t)get32(p + 16);
     data_len = c->payload_len - XA_HDR;
     x = find_request(ctx, id);
-    if (x == NULL || x->target_rank != src) {
+    if (x == NULL || !mpixfer__route_eq(x->target, src)) {
         LOG_WARN("staged answer for unknown request %llu from rank %d dropped",
-                 (unsigned long long)id, src);
+                 (unsigned long long)id, src.rank);
         return;
     }
     for (unsigned i = 0; i < ctx->params.gpu_pipeline_depth; i++)
@@ -214,7 +214,7 @@ static void on_answer(mpixfer_context_t *ctx, int src, const mpixfer__ctrl_t *c)
         return;
     }
     if (status != MPIXFER_OK) {
-        LOG_WARN("rank %d refused a staged chunk of request %llu: %s", src,
+        LOG_WARN("rank %d refused a staged chunk of request %llu: %s", src.rank,
                  (unsigned long long)id, mpixfer_strerror((mpixfer_status_t)status));
         if (x->staged->err == MPIXFER_OK)
             x->staged->err = status < 0 ? (mpixfer_status_t)status : MPIXFER_ERR_BAD_DESC;
@@ -252,7 +252,7 @@ static mpixfer_status_t target_range(mpixfer_agent_t *agent, uint64_t addr, uint
     return mpixfer__agent_find_region(agent, (mpixfer_mem_type_t)type, &d, &r);
 }
 
-static void answer(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
+static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t *agent,
                    const mpixfer__ctrl_t *c, mpixfer__ctrl_kind_t kind, uint64_t id, uint64_t seq,
                    mpixfer_status_t status, uint64_t addr, size_t len)
 {
@@ -281,8 +281,8 @@ static void answer(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
     mpixfer__ctrl_post(ctx, src, buf, n, data);
 }
 
-void mpixfer__staged_on_message(mpixfer_context_t *ctx, int src, mpixfer_agent_t *agent,
-                                const mpixfer__ctrl_t *c)
+void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
+                                mpixfer_agent_t *agent, const mpixfer__ctrl_t *c)
 {
     const unsigned char *p = c->payload;
     uint64_t id, seq, addr, len;
@@ -295,7 +295,7 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, int src, mpixfer_agent_t
     }
     if ((c->kind == MPIXFER__CTRL_XWRITE && c->payload_len <= XW_HDR) ||
         (c->kind == MPIXFER__CTRL_XREAD && c->payload_len != XR_LEN)) {
-        LOG_WARN("malformed staged request from rank %d dropped", src);
+        LOG_WARN("malformed staged request from rank %d dropped", src.rank);
         return;
     }
     id = get64(p);
@@ -308,7 +308,8 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, int src, mpixfer_agent_t
     st = target_range(agent, addr, len, type, device);
     if (st != MPIXFER_OK)
         LOG_WARN("'%s' (rank %d) asked for [%#llx, +%llu) of '%s', which it does not hold",
-                 c->sender, src, (unsigned long long)addr, (unsigned long long)len, agent->name);
+                 c->sender, src.rank, (unsigned long long)addr, (unsigned long long)len,
+                 agent->name);
     else if (c->kind == MPIXFER__CTRL_XREAD && len > INT32_MAX - 1024)
         st = MPIXFER_ERR_TOO_LARGE;
     if (c->kind == MPIXFER__CTRL_XWRITE) {

@@ -241,6 +241,12 @@ static int gpu_os_index(hwloc_obj_t pci)
     return cuda >= 0 ? cuda : nvml;
 }
 
+static bool is_gpu(hwloc_obj_t pci)
+{
+    return pci->attr->pcidev.vendor_id == PCI_VENDOR_NVIDIA &&
+           (pci->attr->pcidev.class_id >> 8) == PCI_BASE_CLASS_DISPLAY;
+}
+
 static mpixfer_status_t find_gpus(mpixfer_topology_t *t)
 {
     hwloc_obj_t obj = NULL;
@@ -248,8 +254,7 @@ static mpixfer_status_t find_gpus(mpixfer_topology_t *t)
     int n = 0, i, next;
 
     while ((obj = hwloc_get_next_pcidev(t->hw, obj)) != NULL)
-        if (obj->attr->pcidev.vendor_id == PCI_VENDOR_NVIDIA &&
-            (obj->attr->pcidev.class_id >> 8) == PCI_BASE_CLASS_DISPLAY)
+        if (is_gpu(obj))
             n++;
     if (n == 0)
         return MPIXFER_OK;
@@ -263,8 +268,7 @@ static mpixfer_status_t find_gpus(mpixfer_topology_t *t)
     }
     obj = NULL;
     while ((obj = hwloc_get_next_pcidev(t->hw, obj)) != NULL)
-        if (obj->attr->pcidev.vendor_id == PCI_VENDOR_NVIDIA &&
-            (obj->attr->pcidev.class_id >> 8) == PCI_BASE_CLASS_DISPLAY) {
+        if (is_gpu(obj)) {
             t->gpus[t->ngpus].pci = obj;
             t->gpus[t->ngpus].os_index = gpu_os_index(obj);
             t->gpus[t->ngpus].nic = -1;
@@ -283,11 +287,9 @@ static mpixfer_status_t find_gpus(mpixfer_topology_t *t)
             t->gpus[i].index_from_os = true;
             taken[os] = true;
         } else if (os >= 0) {
-            LOG_INFO("GPU %04x:%02x:%02x.%x: ignoring CUDA index %d (out of range or taken)",
-                     (unsigned)t->gpus[i].pci->attr->pcidev.domain,
-                     (unsigned)t->gpus[i].pci->attr->pcidev.bus,
-                     (unsigned)t->gpus[i].pci->attr->pcidev.dev,
-                     (unsigned)t->gpus[i].pci->attr->pcidev.func, os);
+            char busid[MPIXFER_TOPO_BUSID_MAX];
+            busid_string(t->gpus[i].pci, busid, sizeof busid);
+            LOG_INFO("GPU %s: ignoring CUDA index %d (out of range or taken)", busid, os);
         }
     }
     for (i = 0, next = 0; i < n; i++) {
