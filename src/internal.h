@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "log.h"
 #include "mpixfer.h"
@@ -296,7 +297,7 @@ void *mpixfer__arena_map(const mpixfer_context_t *ctx, int rank, uintptr_t addr,
  * transfer is complete on return). */
 mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
-                                    size_t count, size_t *mpi_ops_p);
+                                    size_t count, bool device, size_t *mpi_ops_p);
 mpixfer_status_t mpixfer__rma_flush(mpixfer_context_t *ctx, int rank);
 
 /* --------------------------------------------------------------- gpu.c */
@@ -307,6 +308,15 @@ const char *mpixfer__gpu_unavailable_reason(void);
 mpixfer_status_t mpixfer__gpu_check_desc(mpixfer_mem_type_t type, const mpixfer_mem_desc_t *d);
 /* Copy in any direction between host and device memory (synchronous). */
 mpixfer_status_t mpixfer__gpu_copy(void *dst, const void *src, size_t len);
+/* memcpy when @p device is false (both sides host memory), else mpixfer__gpu_copy. */
+static inline mpixfer_status_t mpixfer__copy(void *dst, const void *src, size_t len, bool device)
+{
+    if (!device) {
+        memmove(dst, src, len);
+        return MPIXFER_OK;
+    }
+    return mpixfer__gpu_copy(dst, src, len);
+}
 void *mpixfer__gpu_host_alloc(size_t len);
 void mpixfer__gpu_host_free(void *p);
 bool mpixfer__mpi_gpu_aware(void);

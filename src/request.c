@@ -251,7 +251,9 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         return MPIXFER_OK;
     }
     st = mpixfer__rma_issue(ctx, req->op, r->rank, req->src.descs, req->dst.descs,
-                            req->src.count, &mpi_ops);
+                            req->src.count,
+                            req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM,
+                            &mpi_ops);
     if (st != MPIXFER_OK) {
         /* Ops issued before the failure must finish before the caller reuses buffers. */
         if (mpi_ops > 0)

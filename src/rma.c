@@ -30,7 +30,7 @@ static int issue_one(mpixfer_context_t *ctx, mpixfer_op_t op, int rank, uintptr_
 
 mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
-                                    size_t count, size_t *mpi_ops_p)
+                                    size_t count, bool device, size_t *mpi_ops_p)
 {
     size_t i = 0, mpi_ops = 0;
 
@@ -48,8 +48,8 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
         if (rank == ctx->rank) {
             /* Host or device on either side: the copy routine tells them apart. */
             mpixfer_status_t st = op == MPIXFER_OP_WRITE
-                                      ? mpixfer__gpu_copy((void *)d, (const void *)s, len)
-                                      : mpixfer__gpu_copy((void *)s, (const void *)d, len);
+                                      ? mpixfer__copy((void *)d, (const void *)s, len, device)
+                                      : mpixfer__copy((void *)s, (const void *)d, len, device);
             if (st != MPIXFER_OK)
                 return st;
             continue;

@@ -108,6 +108,8 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
     void *payload;
     mpixfer_status_t st;
     bool write = s->op == MPIXFER_OP_WRITE;
+    /* Pinned only where a device copy fills it. */
+    bool pinned = write && s->ltype == MPIXFER_MEM_VRAM;
 
     if (s->pair == s->npairs || s->err != MPIXFER_OK || (slot = free_slot(ctx, s)) == NULL)
         return false;
@@ -118,7 +120,7 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
         len = ctx->params.gpu_chunk_size;
 
     st = mpixfer__ctrl_alloc(write ? MPIXFER__CTRL_XWRITE : MPIXFER__CTRL_XREAD, x->agent->name,
-                             x->remote_name, write ? XW_HDR + len : XR_LEN, write, &buf, &n,
+                             x->remote_name, write ? XW_HDR + len : XR_LEN, pinned, &buf, &n,
                              &payload);
     if (st == MPIXFER_OK) {
         unsigned char *p = payload;
@@ -129,14 +131,19 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
         put32(p + 28, r->device_id);
         if (write) {
             /* Device-to-host (or host) copy straight into the pinned message. */
-            st = mpixfer__gpu_copy(p + XW_HDR, (const void *)(l->addr + s->off), len);
-            if (st != MPIXFER_OK)
-                mpixfer__gpu_host_free(buf);
+            st = mpixfer__copy(p + XW_HDR, (const void *)(l->addr + s->off), len,
+                               s->ltype == MPIXFER_MEM_VRAM);
+            if (st != MPIXFER_OK) {
+                if (pinned)
+                    mpixfer__gpu_host_free(buf);
+                else
+                    free(buf);
+            }
         } else {
             put64(p + 32, (uint64_t)len);
         }
         if (st == MPIXFER_OK)
-            st = mpixfer__ctrl_post(ctx, x->target, buf, n, write);
+            st = mpixfer__ctrl_post(ctx, x->target, buf, n, pinned);
     }
     if (st != MPIXFER_OK) {
         s->err = st;
@@ -225,7 +232,8 @@ static void on_answer(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfe
                 x->staged->err = MPIXFER_ERR_BAD_DESC;
         } else {
             /* Host-to-device (or host) copy into the destination. */
-            mpixfer_status_t st = mpixfer__gpu_copy((void *)slot->local, p + XA_HDR, data_len);
+            mpixfer_status_t st = mpixfer__copy((void *)slot->local, p + XA_HDR, data_len,
+                                                x->staged->ltype == MPIXFER_MEM_VRAM);
             if (st != MPIXFER_OK && x->staged->err == MPIXFER_OK)
                 x->staged->err = st;
         }
@@ -254,7 +262,7 @@ static mpixfer_status_t target_range(mpixfer_agent_t *agent, uint64_t addr, uint
 
 static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t *agent,
                    const mpixfer__ctrl_t *c, mpixfer__ctrl_kind_t kind, uint64_t id, uint64_t seq,
-                   mpixfer_status_t status, uint64_t addr, size_t len)
+                   mpixfer_status_t status, uint64_t addr, size_t len, bool device)
 {
     unsigned char *buf, *p;
     size_t n;
@@ -262,8 +270,8 @@ static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t
     bool data = kind == MPIXFER__CTRL_XDATA && status == MPIXFER_OK;
     mpixfer_status_t st;
 
-    st = mpixfer__ctrl_alloc(kind, agent->name, c->sender, XA_HDR + (data ? len : 0), data, &buf,
-                             &n, &payload);
+    st = mpixfer__ctrl_alloc(kind, agent->name, c->sender, XA_HDR + (data ? len : 0),
+                             data && device, &buf, &n, &payload);
     if (st != MPIXFER_OK) {
         LOG_ERROR("cannot answer a staged chunk of '%s': %s", c->sender, mpixfer_strerror(st));
         return;
@@ -272,13 +280,13 @@ static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t
     put64(p, id);
     put64(p + 8, seq);
     if (data) {
-        status = mpixfer__gpu_copy(p + XA_HDR, (const void *)(uintptr_t)addr, len);
+        status = mpixfer__copy(p + XA_HDR, (const void *)(uintptr_t)addr, len, device);
         if (status != MPIXFER_OK)
             n -= len; /* the answer carries the error instead of bytes */
     }
     put32(p + 16, (uint32_t)(int32_t)status);
     put32(p + 20, 0);
-    mpixfer__ctrl_post(ctx, src, buf, n, data);
+    mpixfer__ctrl_post(ctx, src, buf, n, data && device);
 }
 
 void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
@@ -314,9 +322,11 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
         st = MPIXFER_ERR_TOO_LARGE;
     if (c->kind == MPIXFER__CTRL_XWRITE) {
         if (st == MPIXFER_OK)
-            st = mpixfer__gpu_copy((void *)(uintptr_t)addr, p + XW_HDR, (size_t)len);
-        answer(ctx, src, agent, c, MPIXFER__CTRL_XACK, id, seq, st, 0, 0);
+            st = mpixfer__copy((void *)(uintptr_t)addr, p + XW_HDR, (size_t)len,
+                               type == MPIXFER_MEM_VRAM);
+        answer(ctx, src, agent, c, MPIXFER__CTRL_XACK, id, seq, st, 0, 0, false);
     } else {
-        answer(ctx, src, agent, c, MPIXFER__CTRL_XDATA, id, seq, st, addr, (size_t)len);
+        answer(ctx, src, agent, c, MPIXFER__CTRL_XDATA, id, seq, st, addr, (size_t)len,
+               type == MPIXFER_MEM_VRAM);
     }
 }
