@@ -17,6 +17,8 @@
 #define MPIXFER__CTRL_TAG 0x6d78
 #define MPIXFER__DEFAULT_MAX_SYNC ((size_t)1 << 20)
 #define MPIXFER__DEFAULT_MAX_REGIONS ((size_t)1 << 20)
+/* Requests with more descriptors than this are issued by progress instead of by submit. */
+#define MPIXFER__INLINE_DESCS 64
 /* MPI counts are int: one RMA op moves at most this much. */
 #define MPIXFER__MAX_OP_BYTES ((size_t)1 << 30)
 
@@ -151,6 +153,14 @@ struct mpixfer_request {
     size_t npins;
     bool orphaned; /* freed by the user while in flight: progress frees it */
     mpixfer__staged_t *staged; /* NULL for RMA transfers */
+    /* Large RMA requests are issued by progress, not by submit, so posting stays cheap;
+     * these are copies of the validated lists until then. */
+    mpixfer_mem_desc_t *dsrc, *ddst;
+    size_t dcount;
+    mpixfer_op_t op;
+    bool device;
+    bool mpi_issued;          /* some op went through MPI: completion needs a flush */
+    mpixfer_status_t issue_err;
     struct mpixfer_request *next_pending;
 };
 

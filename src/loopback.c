@@ -73,8 +73,8 @@ typedef struct {
     bool vram;
     mpixfer_loopback_path_t path;
     const mpixfer_mem_descs_t *mem; /* the caller's list (device ids for GDS) */
-    atomic_size_t next; /* next piece to take */
-    _Atomic int err;    /* first error (mpixfer_status_t), MPIXFER_OK while none */
+    atomic_size_t next;             /* next piece to take */
+    _Atomic int err;                /* first error (mpixfer_status_t), MPIXFER_OK while none */
 #ifdef MPIXFER_HAVE_CUFILE
     CUfileHandle_t *handles;
     size_t nhandles;
@@ -254,15 +254,25 @@ static mpixfer_status_t lb_gds_piece(const lb_job_t *job, const lb_piece_t *p, u
 {
     CUfileHandle_t fh = job->handles[p->handle];
     size_t done = 0;
-    cudaError_t ce = cudaSetDevice((int)device);
+    mpixfer_status_t st = MPIXFER_OK;
+    int prev = -1;
+    cudaError_t ce;
 
-    /* cuFile works in the calling thread's current device context. */
-    if (ce != cudaSuccess) {
+    /* cuFile works in the calling thread's current device context. The caller's thread is
+     * one of the workers: its current device is put back afterwards. */
+    if (cudaGetDevice(&prev) != cudaSuccess) {
         (void)cudaGetLastError();
-        LOG_ERROR("cudaSetDevice(%u) failed: %s", device, cudaGetErrorString(ce));
-        return MPIXFER_ERR_IO;
+        prev = -1;
     }
-    while (done < p->len) {
+    if (prev != (int)device) {
+        ce = cudaSetDevice((int)device);
+        if (ce != cudaSuccess) {
+            (void)cudaGetLastError();
+            LOG_ERROR("cudaSetDevice(%u) failed: %s", device, cudaGetErrorString(ce));
+            return MPIXFER_ERR_IO;
+        }
+    }
+    while (done < p->len && st == MPIXFER_OK) {
         size_t n = p->len - done < LB_MAX_IO ? p->len - done : LB_MAX_IO;
         ssize_t r;
 
@@ -284,18 +294,20 @@ static mpixfer_status_t lb_gds_piece(const lb_job_t *job, const lb_piece_t *p, u
                           "cuFile error %lld",
                           p->pair, job->offload ? "Write" : "Read", n,
                           (unsigned long long)(p->off + done), p->fd, (long long)-r);
-            return MPIXFER_ERR_IO;
-        }
-        if (r == 0) {
-            LOG_ERROR("pair %zu: fd %d %s at offset %llu with %zu of %zu bytes %s", p->pair,
-                      p->fd, job->offload ? "took no more bytes" : "ends",
+            st = MPIXFER_ERR_IO;
+        } else if (r == 0) {
+            LOG_ERROR("pair %zu: fd %d %s at offset %llu with %zu of %zu bytes %s", p->pair, p->fd,
+                      job->offload ? "took no more bytes" : "ends",
                       (unsigned long long)(p->off + done), done, p->len,
                       job->offload ? "written" : "read");
-            return MPIXFER_ERR_IO;
+            st = MPIXFER_ERR_IO;
+        } else {
+            done += (size_t)r;
         }
-        done += (size_t)r;
     }
-    return MPIXFER_OK;
+    if (prev >= 0 && prev != (int)device)
+        (void)cudaSetDevice(prev);
+    return st;
 }
 #endif /* MPIXFER_HAVE_CUFILE */
 
@@ -313,8 +325,8 @@ static mpixfer_status_t lb_pwrite_all(const lb_piece_t *p, const void *buf, size
             int e = errno;
             if (e == EINTR)
                 continue;
-            LOG_ERROR("pair %zu: pwrite of %zu bytes at offset %llu of fd %d failed: %s",
-                      p->pair, n, (unsigned long long)(off + done), p->fd, strerror(e));
+            LOG_ERROR("pair %zu: pwrite of %zu bytes at offset %llu of fd %d failed: %s", p->pair,
+                      n, (unsigned long long)(off + done), p->fd, strerror(e));
             return MPIXFER_ERR_IO;
         }
         if (r == 0) {
@@ -339,8 +351,8 @@ static mpixfer_status_t lb_pread_all(const lb_piece_t *p, void *buf, size_t len,
             int e = errno;
             if (e == EINTR)
                 continue;
-            LOG_ERROR("pair %zu: pread of %zu bytes at offset %llu of fd %d failed: %s",
-                      p->pair, n, (unsigned long long)(off + done), p->fd, strerror(e));
+            LOG_ERROR("pair %zu: pread of %zu bytes at offset %llu of fd %d failed: %s", p->pair, n,
+                      (unsigned long long)(off + done), p->fd, strerror(e));
             return MPIXFER_ERR_IO;
         }
         if (r == 0) {
@@ -504,8 +516,7 @@ mpixfer_status_t mpixfer_loopback_create(const mpixfer_agent_config_t *cfg,
     for (unsigned i = 1; i < nslots; i++) {
         rc = pthread_create(&lb->slots[i].thread, NULL, lb_worker, &lb->slots[i]);
         if (rc != 0) {
-            LOG_ERROR("starting loopback worker %u of %u failed: %s", i, nslots - 1,
-                      strerror(rc));
+            LOG_ERROR("starting loopback worker %u of %u failed: %s", i, nslots - 1, strerror(rc));
             lb_free(lb);
             return MPIXFER_ERR_NO_MEMORY;
         }
@@ -562,8 +573,8 @@ static mpixfer_status_t lb_check_fd(size_t i, int fd, bool offload)
 #endif
     acc = fl & O_ACCMODE;
     if (offload && acc == O_RDONLY)
-        MPIXFER__FAIL(MPIXFER_ERR_IO, "pair %zu: fd %d is open read-only, offload writes it: %s",
-                      i, fd, strerror(EBADF));
+        MPIXFER__FAIL(MPIXFER_ERR_IO, "pair %zu: fd %d is open read-only, offload writes it: %s", i,
+                      fd, strerror(EBADF));
     if (!offload && acc == O_WRONLY)
         MPIXFER__FAIL(MPIXFER_ERR_IO, "pair %zu: fd %d is open write-only, load reads it: %s", i,
                       fd, strerror(EBADF));
@@ -626,8 +637,8 @@ static mpixfer_status_t lb_validate(const mpixfer_mem_descs_t *mem,
     return MPIXFER_OK;
 }
 
-static void lb_plan(lb_job_t *job, const mpixfer_mem_descs_t *mem,
-                    const mpixfer_file_desc_t *files, size_t nfiles, bool split)
+static void lb_plan(lb_job_t *job, const mpixfer_mem_descs_t *mem, const mpixfer_file_desc_t *files,
+                    size_t nfiles, bool split)
 {
     size_t k = 0;
 
@@ -685,7 +696,7 @@ mpixfer_status_t mpixfer_loopback_execute(mpixfer_loopback_t *lb, const mpixfer_
     if (st != MPIXFER_OK)
         return st;
 
-    job->pieces = malloc(job->npieces * sizeof(*job->pieces));
+    job->pieces = calloc(job->npieces, sizeof(*job->pieces));
     if (job->pieces == NULL)
         return MPIXFER_ERR_NO_MEMORY;
     lb_plan(job, mem, files, nfiles, split);

@@ -32,6 +32,7 @@ static void unpin(mpixfer_request_t *x)
 static void request_release(mpixfer_request_t *x)
 {
     mpixfer__staged_free(x->staged);
+    free(x->dsrc);
     free(x->pins);
     free(x->remote_name);
     free(x->sync);
@@ -54,10 +55,28 @@ static void complete(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_statu
     atomic_store(&x->state, st == MPIXFER_OK ? MPIXFER_STATE_SUCCESS : MPIXFER_STATE_FAILURE);
 }
 
+/* Issue the ops of requests whose submit deferred them. */
+static void issue_deferred(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
+{
+    for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending) {
+        size_t mpi_ops = 0;
+        if (x->dsrc == NULL || (only != NULL && x->agent != only))
+            continue;
+        x->issue_err = mpixfer__rma_issue(ctx, x->op, x->target.rank, x->dsrc, x->ddst, x->dcount,
+                                          x->device, &mpi_ops);
+        x->mpi_issued = mpi_ops > 0;
+        free(x->dsrc);
+        x->dsrc = x->ddst = NULL;
+    }
+}
+
 int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
 {
     int flushed[16], nflushed = 0, done = 0;
     mpixfer_request_t **pp = &ctx->pending_head, *prev = NULL;
+
+    /* All issued before any flush, so one flush per target covers every request. */
+    issue_deferred(ctx, only);
 
     while (*pp != NULL) {
         mpixfer_request_t *x = *pp;
@@ -77,14 +96,19 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
             }
             st = x->staged->err;
             seen = true; /* nothing went by RMA */
+        } else {
+            st = x->issue_err;
+            seen = !x->mpi_issued; /* copies only: nothing to flush */
         }
         /* One flush per target completes every request to it issued so far. */
         for (int i = 0; i < nflushed; i++)
             seen = seen || flushed[i] == x->target.rank;
         if (!seen) {
-            st = mpixfer__rma_flush(ctx, x->target.rank);
-            if (st == MPIXFER_OK && nflushed < 16)
+            mpixfer_status_t fst = mpixfer__rma_flush(ctx, x->target.rank);
+            if (fst == MPIXFER_OK && nflushed < 16)
                 flushed[nflushed++] = x->target.rank;
+            if (st == MPIXFER_OK)
+                st = fst;
         }
         *pp = x->next_pending;
         if (ctx->pending_tail == x)
@@ -250,10 +274,30 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         *xfer_p = x;
         return MPIXFER_OK;
     }
+    x->op = req->op;
+    x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
+    if (req->src.count > MPIXFER__INLINE_DESCS && local_target == NULL) {
+        /* Posting tens of thousands of blocks must not wait for their bytes: progress (wait,
+         * a poll, the progress thread) issues them. One allocation holds both lists. */
+        size_t n = req->src.count;
+        x->dsrc = malloc(2 * n * sizeof(*x->dsrc));
+        if (x->dsrc == NULL) {
+            unpin(x);
+            st = MPIXFER_ERR_NO_MEMORY;
+            goto err_locked;
+        }
+        x->ddst = x->dsrc + n;
+        x->dcount = n;
+        memcpy(x->dsrc, req->src.descs, n * sizeof(*x->dsrc));
+        memcpy(x->ddst, req->dst.descs, n * sizeof(*x->ddst));
+        enqueue(ctx, x);
+        mpixfer__unlock(ctx);
+        *xfer_p = x;
+        return MPIXFER_OK;
+    }
     st = mpixfer__rma_issue(ctx, req->op, r->rank, req->src.descs, req->dst.descs,
-                            req->src.count,
-                            req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM,
-                            &mpi_ops);
+                            req->src.count, x->device, &mpi_ops);
+    x->mpi_issued = mpi_ops > 0;
     if (st != MPIXFER_OK) {
         /* Ops issued before the failure must finish before the caller reuses buffers. */
         if (mpi_ops > 0)
