@@ -11,6 +11,24 @@
  *                                 --head-dim 128 --dtype-bytes 2 --request 16 --seed 42]
  *
  * With one process both agents live in rank 0 and the library copies directly.
+ *
+ * Two-job mode: the prefill and decode sides are separately launched jobs of one process
+ * each, connected by connection info (both mpiexec lines need --ompi-server file:URI of one
+ * running ompi-server; scripts/demo --two-jobs does it all):
+ *
+ *   mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --serve DIR     (prefill)
+ *   mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --connect DIR   (decode)
+ *
+ * Prefill's agent listens (use_listen_thread) and writes its connection info and pool
+ * address to DIR/prefill.info; decode loads prefill by that info. The protocol stays the
+ * same: prefill WRITEs the blocks in one request of layers x N x {K,V} descriptors with the
+ * sync message "done <N>". A WRITE needs its target loaded, and prefill never loaded
+ * decode, so decode listens too and sends its own connection info in the request
+ * ("conn=..."); prefill loads decode by it before writing. Between jobs the bytes travel
+ * two-sided (the library's staged protocol), since Open MPI 4.1 cannot create an RMA window
+ * across jobs. Teardown is ordered so that only one side closes a link at a time: after
+ * the verdict prefill invalidates decode (closing the link it opened) and says "released";
+ * decode answers "exit", then closes the link it opened by destroying its agent.
  */
 #define _GNU_SOURCE /* getopt_long */
 
@@ -24,12 +42,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mpixfer.h"
+#include <mpixfer/topology.h>
 
 #define PREFILL "prefill"
 #define DECODE "decode"
 #define EMPTY_BYTE 0xEE /* what decode's pool holds before the transfer */
+#define INFO_FILE "prefill.info" /* two-job mode: what --serve writes in DIR */
 
 static int g_rank = 0;
 
@@ -50,11 +71,16 @@ typedef struct {
     long layers, blocks, tokens, heads, head_dim, dtype, request;
     uint64_t seed;
     double timeout_s;
+    const char *serve_dir;   /* --serve DIR: this job is the prefill side */
+    const char *connect_dir; /* --connect DIR: this job is the decode side */
 } cfg_t;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mpiexec -n 2 mpixfer-kv-demo [options]   (or -n 1: both in one process)\n"
+               "       mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --serve DIR [options]\n"
+               "       mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --connect DIR "
+               "[options]\n"
                "  --layers L        layers (default 4)\n"
                "  --blocks B        KV blocks per layer in each pool (default 64)\n"
                "  --block-tokens T  tokens per block (default 16)\n"
@@ -64,6 +90,8 @@ static void usage(FILE *f)
                "  --request N       block ids decode asks for (default 16, <= B)\n"
                "  --seed S          picks the block ids (default 42)\n"
                "  --timeout S       seconds to wait for a message (default 60)\n"
+               "  --serve DIR       two-job mode: be the prefill job; writes DIR/" INFO_FILE "\n"
+               "  --connect DIR     two-job mode: be the decode job; reads DIR/" INFO_FILE "\n"
                "  --help\n");
 }
 
@@ -87,8 +115,9 @@ static int parse_cfg(int argc, char **argv, cfg_t *c)
         {"head-dim", required_argument, NULL, 'd'}, {"dtype-bytes", required_argument, NULL, 'y'},
         {"request", required_argument, NULL, 'r'}, {"seed", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'},
+        {"serve", required_argument, NULL, 'S'}, {"connect", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0}};
-    *c = (cfg_t){4, 64, 16, 8, 128, 2, 16, 42, 60.0};
+    *c = (cfg_t){4, 64, 16, 8, 128, 2, 16, 42, 60.0, NULL, NULL};
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -104,6 +133,8 @@ static int parse_cfg(int argc, char **argv, cfg_t *c)
         case 'r': ok = parse_pos(optarg, &c->request); break;
         case 's': ok = parse_pos(optarg, &v); c->seed = (uint64_t)v; break;
         case 'T': ok = parse_pos(optarg, &v); c->timeout_s = (double)v; break;
+        case 'S': ok = *optarg != '\0'; c->serve_dir = optarg; break;
+        case 'C': ok = *optarg != '\0'; c->connect_dir = optarg; break;
         case 'h': return 1;
         default: ok = false; break;
         }
@@ -113,10 +144,12 @@ static int parse_cfg(int argc, char **argv, cfg_t *c)
             return 2;
         }
     }
-    if (optind < argc || c->request > c->blocks) {
+    if (optind < argc || c->request > c->blocks || (c->serve_dir && c->connect_dir)) {
         if (g_rank == 0)
-            fprintf(stderr, "kv-demo: %s\n", optind < argc ? "unexpected argument"
-                                                          : "--request must be <= --blocks");
+            fprintf(stderr, "kv-demo: %s\n",
+                    optind < argc           ? "unexpected argument"
+                    : c->request > c->blocks ? "--request must be <= --blocks"
+                                             : "--serve and --connect are two different jobs");
         return 2;
     }
     /* Pool size must fit size_t (and one descriptor count an int-sized loop). */
@@ -187,7 +220,10 @@ typedef struct {
     bool registered;
 } side_t;
 
-static bool side_open(mpixfer_context_t *ctx, const shape_t *s, const char *name, side_t *sd)
+/* @p listen: two-job mode; the agent listens for the other job and has its own progress
+ * thread (the staged protocol between jobs needs the target's help while it waits). */
+static bool side_open(mpixfer_context_t *ctx, const shape_t *s, const char *name, bool listen,
+                      side_t *sd)
 {
     memset(sd, 0, sizeof *sd);
     void *p = NULL;
@@ -199,6 +235,8 @@ static bool side_open(mpixfer_context_t *ctx, const shape_t *s, const char *name
     memset(sd->pool, EMPTY_BYTE, s->pool_bytes);
     mpixfer_agent_config_t cfg = MPIXFER_AGENT_CONFIG_INIT;
     cfg.name = name;
+    cfg.use_listen_thread = listen;
+    cfg.use_progress_thread = listen;
     if (!XF(mpixfer_agent_create(ctx, &cfg, &sd->agent)))
         return false;
     /* One registration for the whole pool, as a serving engine registers its KV pool. */
@@ -261,18 +299,20 @@ static char *wait_message(mpixfer_agent_t *agent, const char *from, double timeo
 /* --------------------------------------------------------------- decode */
 
 typedef struct {
-    long *ids;    /* requested block ids; slot i of every layer receives ids[i] */
-    double t_req; /* when the request left */
+    long *ids;         /* requested block ids; slot i of every layer receives ids[i] */
+    double t_req;      /* when the request left */
+    bool verdict_sent; /* decode_finish() told prefill what it found */
 } decode_state_t;
 
-/* Pick N distinct block ids (partial Fisher-Yates, xorshift64*) and ask prefill for them. */
-static bool decode_request(const shape_t *s, side_t *dec, decode_state_t *ds)
+/* Pick N distinct block ids (partial Fisher-Yates, xorshift64*) and ask prefill for them.
+ * @p conn: decode's connection info in two-job mode (prefill loads decode by it), else NULL. */
+static bool decode_request(const shape_t *s, side_t *dec, decode_state_t *ds, const char *conn)
 {
     const cfg_t *c = s->c;
     long *all = malloc((size_t)c->blocks * sizeof *all);
     ds->ids = malloc((size_t)c->request * sizeof *ds->ids);
-    /* "kv-request pool=0x... block_bytes=... ids=a,b,c": at most ~21 bytes per id */
-    size_t cap = 256 + (size_t)c->request * 22;
+    /* "kv-request pool=0x... block_bytes=... [conn=INFO ]ids=a,b,c": ~21 bytes per id */
+    size_t cap = 256 + (conn ? strlen(conn) : 0) + (size_t)c->request * 22;
     char *msg = malloc(cap);
     if (!all || !ds->ids || !msg) {
         free(all);
@@ -294,8 +334,9 @@ static bool decode_request(const shape_t *s, side_t *dec, decode_state_t *ds)
     free(all);
 
     /* The decode side says where to write, as a real request carries its cache slots. */
-    int len = snprintf(msg, cap, "kv-request pool=0x%" PRIxPTR " block_bytes=%zu ids=",
-                       (uintptr_t)dec->pool, s->block_bytes);
+    int len = snprintf(msg, cap, "kv-request pool=0x%" PRIxPTR " block_bytes=%zu %s%s%sids=",
+                       (uintptr_t)dec->pool, s->block_bytes, conn ? "conn=" : "",
+                       conn ? conn : "", conn ? " " : "");
     for (long i = 0; i < c->request; i++)
         len += snprintf(msg + len, cap - (size_t)len, "%s%ld", i ? "," : "", ds->ids[i]);
 
@@ -365,31 +406,49 @@ static bool decode_finish(const shape_t *s, side_t *dec, decode_state_t *ds)
 
     const char *verdict = bad_total == 0 ? "verified OK" : "verified FAIL";
     bool sent = XF(mpixfer_notify_sync_message(dec->agent, PREFILL, verdict, strlen(verdict)));
+    ds->verdict_sent = sent;
     return sent && bad_total == 0;
 }
 
 /* -------------------------------------------------------------- prefill */
 
-/* Parse "kv-request pool=0x.. block_bytes=.. ids=a,b,..": fills pool and ids (malloc'd). */
+/* Parse "kv-request pool=0x.. block_bytes=.. [conn=INFO ]ids=a,b,..": fills pool, ids
+ * (malloc'd) and, when the request carries one, conn (malloc'd; else NULL). */
 static bool parse_request(const char *msg, const shape_t *s, uintptr_t *pool, long **ids_p,
-                          long *n_p)
+                          long *n_p, char **conn_p)
 {
     uintmax_t addr = 0;
     size_t bb = 0;
     int pos = 0;
-    if (sscanf(msg, "kv-request pool=0x%jx block_bytes=%zu ids=%n", &addr, &bb, &pos) != 2 ||
-        pos == 0) {
+    const char *q = NULL, *sp = NULL;
+    *conn_p = NULL;
+    if (sscanf(msg, "kv-request pool=0x%jx block_bytes=%zu %n", &addr, &bb, &pos) != 2 ||
+        pos == 0 ||
+        (strncmp(q = msg + pos, "conn=", 5) == 0 && (sp = strchr(q + 5, ' ')) == NULL) ||
+        strncmp(sp ? sp + 1 : q, "ids=", 4) != 0) {
         fprintf(stderr, "prefill: malformed request \"%.80s\"\n", msg);
         return false;
     }
+    if (sp) {
+        *conn_p = strndup(q + 5, (size_t)(sp - (q + 5)));
+        if (!*conn_p)
+            return false;
+        q = sp + 1;
+    }
+    pos = (int)(q + 4 - msg); /* the id list */
     if (bb != s->block_bytes) {
         fprintf(stderr, "prefill: decode uses %zu-byte blocks, we use %zu (same flags on both "
                         "sides?)\n", bb, s->block_bytes);
+        free(*conn_p);
+        *conn_p = NULL;
         return false;
     }
     long *ids = malloc((size_t)s->c->blocks * sizeof *ids);
-    if (!ids)
+    if (!ids) {
+        free(*conn_p);
+        *conn_p = NULL;
         return false;
+    }
     long n = 0;
     const char *p = msg + pos;
     while (*p) {
@@ -401,6 +460,8 @@ static bool parse_request(const char *msg, const shape_t *s, uintptr_t *pool, lo
             (*end != ',' && *end != '\0')) {
             fprintf(stderr, "prefill: bad block id list at \"%.20s\"\n", p);
             free(ids);
+            free(*conn_p);
+            *conn_p = NULL;
             return false;
         }
         ids[n++] = v;
@@ -409,6 +470,8 @@ static bool parse_request(const char *msg, const shape_t *s, uintptr_t *pool, lo
     if (n == 0) {
         fprintf(stderr, "prefill: empty block id list\n");
         free(ids);
+        free(*conn_p);
+        *conn_p = NULL;
         return false;
     }
     *pool = (uintptr_t)addr;
@@ -426,7 +489,8 @@ static bool prefill_serve(const shape_t *s, side_t *pre)
         return false;
     uintptr_t dst_pool = 0;
     long *ids = NULL, n = 0;
-    bool ok = parse_request(req, s, &dst_pool, &ids, &n);
+    char *conn = NULL;
+    bool ok = parse_request(req, s, &dst_pool, &ids, &n, &conn);
     free(req);
     if (!ok)
         return false;
@@ -451,6 +515,21 @@ static bool prefill_serve(const shape_t *s, side_t *pre)
             }
 
     mpixfer_mem_descs_t dsts = {MPIXFER_MEM_DRAM, dst, count};
+    if (conn) {
+        /* Two-job mode: decode is in another job and we never loaded it; its request
+         * carries its connection info. Loading is asynchronous: poll until its descriptor
+         * (advertising the slots) has arrived. */
+        printf("prefill: loading decode by its connection info\n");
+        fflush(stdout);
+        if (!XF(mpixfer_load_remote_agent_by_connection(pre->agent, DECODE, conn))) {
+            ok = false;
+            goto out;
+        }
+        double deadline = MPI_Wtime() + c->timeout_s;
+        while (!mpixfer_check_remote_descs(pre->agent, DECODE, &dsts) &&
+               MPI_Wtime() < deadline)
+            usleep(1000);
+    }
     /* Refuse early (with a clear reason) if decode's slots are not memory it advertised. */
     if (!mpixfer_check_remote_descs(pre->agent, DECODE, &dsts)) {
         fprintf(stderr, "prefill: decode's slots at 0x%" PRIxPTR " are not advertised memory\n",
@@ -486,21 +565,26 @@ static bool prefill_serve(const shape_t *s, side_t *pre)
     }
     size_t bytes = count * s->block_bytes;
     printf("prefill: wrote %ld block ids x %ld layers x K/V = %zu descriptors, %zu bytes in "
-           "%.3f ms (%.3f GB/s)\n",
-           n, c->layers, count, bytes, secs * 1e3, secs > 0 ? (double)bytes / secs / 1e9 : 0.0);
+           "%.3f ms (%.3f GB/s)%s\n",
+           n, c->layers, count, bytes, secs * 1e3, secs > 0 ? (double)bytes / secs / 1e9 : 0.0,
+           conn ? ", to another job" : "");
     fflush(stdout);
 out:
     mpixfer_request_free(x);
     free(src);
     free(dst);
     free(ids);
+    free(conn);
     return ok;
 }
 
-/* Prefill keeps serving its library until decode reports the verdict. */
-static bool prefill_wait_verdict(const shape_t *s, side_t *pre)
+/* Prefill keeps serving its library until decode reports the verdict. @p heard (may be
+ * NULL): set when a verdict arrived, good or bad. */
+static bool prefill_wait_verdict(const shape_t *s, side_t *pre, bool *heard)
 {
     char *v = wait_message(pre->agent, DECODE, s->c->timeout_s);
+    if (heard)
+        *heard = v != NULL;
     if (!v)
         return false;
     bool ok = strcmp(v, "verified OK") == 0;
@@ -510,11 +594,240 @@ static bool prefill_wait_verdict(const shape_t *s, side_t *pre)
     return ok;
 }
 
+/* ------------------------------------------------------------- two jobs */
+
+/* The "computed" cache of the prefill side. */
+static void fill_pool(const shape_t *s, side_t *pre)
+{
+    for (long l = 0; l < s->c->layers; l++)
+        for (long b = 0; b < s->c->blocks; b++)
+            for (int kv = 0; kv < 2; kv++)
+                fill_block(pre->pool + kv_offset(s, l, b, kv), s->block_bytes, l, b, kv);
+}
+
+/* Write DIR/prefill.info atomically (a temporary file, then rename): the other job polls
+ * for the file and must never read half of it. */
+static bool write_info(const char *dir, const char *text)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, INFO_FILE);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "prefill: cannot create %s: %s\n", tmp, strerror(errno));
+        return false;
+    }
+    bool ok = fputs(text, f) >= 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        fprintf(stderr, "prefill: cannot write %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+        return false;
+    }
+    return true;
+}
+
+/* Wait up to @p timeout_s for DIR/prefill.info and parse it: the connection info (malloc'd),
+ * then "pool=0x<addr>" and "pool_bytes=<n>". */
+static bool read_info(const char *dir, double timeout_s, char **info_p, uintptr_t *pool_p,
+                      size_t *bytes_p)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, INFO_FILE);
+    double deadline = MPI_Wtime() + timeout_s;
+    FILE *f;
+    while ((f = fopen(path, "r")) == NULL) {
+        if (errno != ENOENT || MPI_Wtime() >= deadline) {
+            fprintf(stderr, "decode: cannot read %s%s: %s\n", path,
+                    errno == ENOENT ? " (is the prefill job running?)" : "", strerror(errno));
+            return false;
+        }
+        usleep(50 * 1000);
+    }
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *info = malloc(n + 1);
+    uintmax_t addr = 0;
+    size_t bytes = 0;
+    if (!info || sscanf(buf, "%s pool=0x%jx pool_bytes=%zu", info, &addr, &bytes) != 3) {
+        fprintf(stderr, "decode: %s is malformed\n", path);
+        free(info);
+        return false;
+    }
+    *info_p = info;
+    *pool_p = (uintptr_t)addr;
+    *bytes_p = bytes;
+    return true;
+}
+
+/* --serve DIR: the prefill job. */
+static bool serve_job(const shape_t *s, mpixfer_context_t *ctx)
+{
+    const cfg_t *c = s->c;
+    side_t pre;
+    char *info = NULL, text[8192], path[4096];
+    bool wrote = false, heard = false;
+
+    bool ok = side_open(ctx, s, PREFILL, true, &pre);
+    if (ok)
+        fill_pool(s, &pre);
+    ok = ok && XF(mpixfer_get_local_connection_info(pre.agent, &info));
+    if (ok && strncmp(info, "mpixfer:2:", 10) != 0) {
+        fprintf(stderr, "prefill: connection info \"%s\" carries no address: the agent could "
+                        "not listen (see the library's warning)\n", info);
+        ok = false;
+    }
+    if (ok) {
+        int len = snprintf(text, sizeof text, "%s\npool=0x%" PRIxPTR "\npool_bytes=%zu\n", info,
+                           (uintptr_t)pre.pool, s->pool_bytes);
+        ok = len > 0 && (size_t)len < sizeof text && write_info(c->serve_dir, text);
+        wrote = ok;
+    }
+    if (ok) {
+        printf("prefill: listening; connection info %s written to %s/%s\n", info,
+               c->serve_dir, INFO_FILE);
+        fflush(stdout);
+    }
+    ok = ok && prefill_serve(s, &pre);
+    ok = ok && prefill_wait_verdict(s, &pre, &heard);
+    if (heard) {
+        /* Close the link we opened to decode while decode waits (its progress thread
+         * answers the BYE), then let decode close the one it opened to us. */
+        bool rel = XF(mpixfer_invalidate_remote_agent(pre.agent, DECODE));
+        rel = rel && XF(mpixfer_notify_sync_message(pre.agent, DECODE, "released", 8));
+        char *m = rel ? wait_message(pre.agent, DECODE, c->timeout_s) : NULL;
+        if (m) {
+            printf("prefill: decode says \"%s\"\n", m);
+            fflush(stdout);
+        }
+        ok = m && strcmp(m, "exit") == 0 && ok;
+        free(m);
+    }
+    if (wrote) {
+        snprintf(path, sizeof path, "%s/%s", c->serve_dir, INFO_FILE);
+        unlink(path); /* a later decode job must not find a dead prefill's address */
+    }
+    mpixfer_free(info);
+    return side_close(&pre) && ok;
+}
+
+/* --connect DIR: the decode job. */
+static bool connect_job(const shape_t *s, mpixfer_context_t *ctx)
+{
+    const cfg_t *c = s->c;
+    side_t dec;
+    decode_state_t ds = {0};
+    char *info = NULL, *mine = NULL;
+    uintptr_t raddr = 0;
+    size_t rbytes = 0;
+
+    bool ok = side_open(ctx, s, DECODE, true, &dec);
+    ok = ok && read_info(c->connect_dir, c->timeout_s, &info, &raddr, &rbytes);
+    if (ok && rbytes != s->pool_bytes) {
+        fprintf(stderr, "decode: prefill's pool is %zu bytes, ours %zu (same shape options in "
+                        "both jobs?)\n", rbytes, s->pool_bytes);
+        ok = false;
+    }
+    double t0 = MPI_Wtime();
+    ok = ok && XF(mpixfer_load_remote_agent_by_connection(dec.agent, PREFILL, info));
+    if (ok) {
+        /* Asynchronous: the descriptor arrives over the new link; poll until it does. */
+        mpixfer_mem_desc_t whole = {raddr, rbytes, 0};
+        mpixfer_mem_descs_t d = {MPIXFER_MEM_DRAM, &whole, 1};
+        double deadline = t0 + c->timeout_s;
+        while (!(ok = mpixfer_check_remote_descs(dec.agent, PREFILL, &d)) &&
+               MPI_Wtime() < deadline)
+            usleep(1000);
+        if (ok)
+            printf("decode: loaded prefill (another job) by connection info in %.1f ms\n",
+                   (MPI_Wtime() - t0) * 1e3);
+        else
+            fprintf(stderr, "decode: prefill's descriptor did not arrive within %.0f s\n",
+                    c->timeout_s);
+        fflush(stdout);
+    }
+    /* Prefill has not loaded us: our connection info rides in the request. */
+    ok = ok && XF(mpixfer_get_local_connection_info(dec.agent, &mine));
+    ok = ok && decode_request(s, &dec, &ds, mine) && decode_finish(s, &dec, &ds);
+    if (ds.verdict_sent) {
+        char *m = wait_message(dec.agent, PREFILL, c->timeout_s);
+        bool rel = m && strcmp(m, "released") == 0;
+        free(m);
+        if (rel && XF(mpixfer_notify_sync_message(dec.agent, PREFILL, "exit", 4)))
+            printf("decode: told prefill to exit\n");
+        else
+            ok = false;
+        fflush(stdout);
+    }
+    /* Destroying the agent releases the link to prefill (BYE, BYE_ACK, disconnect). */
+    ok = side_close(&dec) && ok;
+    free(ds.ids);
+    free(info);
+    mpixfer_free(mine);
+    return ok;
+}
+
+/* Two-job mode, after MPI_Init_thread: one process per job. */
+static bool two_jobs_run(const shape_t *s, int size, int provided)
+{
+    const cfg_t *c = s->c;
+    const bool serve = c->serve_dir != NULL;
+    if (size != 1) {
+        if (g_rank == 0)
+            fprintf(stderr, "kv-demo: --serve and --connect run one process per job "
+                            "(mpiexec -n 1), not %d\n", size);
+        return false;
+    }
+    if (provided < MPI_THREAD_MULTIPLE) {
+        fprintf(stderr, "kv-demo: two-job mode needs MPI_THREAD_MULTIPLE (the listen and "
+                        "progress threads); MPI provides level %d\n", provided);
+        return false;
+    }
+    printf("kv-demo: two-job mode, %s job; pool %ld layers x %ld blocks x K/V x %zu bytes = "
+           "%zu bytes\n", serve ? "prefill" : "decode", c->layers, c->blocks, s->block_bytes,
+           s->pool_bytes);
+    fflush(stdout);
+    mpixfer_context_t *ctx = NULL;
+    if (!XF(mpixfer_context_create(MPI_COMM_WORLD, &ctx)))
+        return false;
+    bool ok = serve ? serve_job(s, ctx) : connect_job(s, ctx);
+    ok = XF(mpixfer_context_destroy(ctx)) && ok;
+    printf("kv-demo: %s job %s\n", serve ? "prefill" : "decode", ok ? "OK" : "FAILED");
+    return ok;
+}
+
+/* Two-job mode needs MPI_THREAD_MULTIPLE, so it is recognised before MPI_Init (parse_cfg
+ * runs after it, with the rank known, and checks the options properly). */
+static bool wants_two_jobs(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if ((strncmp(argv[i], "--serve", 7) == 0 && (argv[i][7] == '\0' || argv[i][7] == '=')) ||
+            (strncmp(argv[i], "--connect", 9) == 0 && (argv[i][9] == '\0' || argv[i][9] == '=')))
+            return true;
+    return false;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
+    /* Affinity before MPI_Init: UCX reads UCX_NET_DEVICES when MPI starts, and the binding
+     * should hold before any thread exists. */
+    mpixfer_affinity_t aff;
+    char aff_line[2048];
+    mpixfer_status_t aff_st = mpixfer_affinity_apply(-1, &aff);
+    if (aff_st == MPIXFER_OK)
+        (void)mpixfer_affinity_describe(&aff, aff_line, sizeof aff_line); /* may truncate */
+    else
+        snprintf(aff_line, sizeof aff_line, "not applied: %s", mpixfer_status_name(aff_st));
+
+    int provided = MPI_THREAD_SINGLE;
+    if (wants_two_jobs(argc, argv))
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    else
+        MPI_Init(&argc, &argv);
     int size = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -527,9 +840,17 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return prc == 1 ? 0 : 2;
     }
+    printf("[rank %d] affinity: %s\n", g_rank, aff_line);
+    fflush(stdout);
     shape_t s = {&c, 0, 0};
     s.block_bytes = (size_t)c.tokens * (size_t)c.heads * (size_t)c.head_dim * (size_t)c.dtype;
     s.pool_bytes = (size_t)c.layers * (size_t)c.blocks * 2 * s.block_bytes;
+
+    if (c.serve_dir || c.connect_dir) {
+        bool two_ok = two_jobs_run(&s, size, provided);
+        MPI_Finalize();
+        return two_ok ? 0 : 1;
+    }
 
     /* Roles: one process plays both; otherwise rank 0 prefill, rank 1 decode. */
     const bool is_prefill = g_rank == 0;
@@ -548,15 +869,12 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 1); /* collective: nobody can go on without it */
 
     if (is_prefill) {
-        ok = side_open(ctx, &s, PREFILL, &pre) && ok;
-        if (ok) /* the "computed" cache */
-            for (long l = 0; l < c.layers; l++)
-                for (long b = 0; b < c.blocks; b++)
-                    for (int kv = 0; kv < 2; kv++)
-                        fill_block(pre.pool + kv_offset(&s, l, b, kv), s.block_bytes, l, b, kv);
+        ok = side_open(ctx, &s, PREFILL, false, &pre) && ok;
+        if (ok)
+            fill_pool(&s, &pre);
     }
     if (is_decode)
-        ok = side_open(ctx, &s, DECODE, &dec) && ok;
+        ok = side_open(ctx, &s, DECODE, false, &dec) && ok;
 
     /* Agree before the collective bootstrap, so a failed setup cannot leave a rank waiting. */
     int mine = ok, all = 0;
@@ -564,13 +882,13 @@ int main(int argc, char **argv)
     ok = all && XF(mpixfer_bootstrap(ctx));
 
     if (ok && size == 1) {
-        ok = decode_request(&s, &dec, &ds) && prefill_serve(&s, &pre);
+        ok = decode_request(&s, &dec, &ds, NULL) && prefill_serve(&s, &pre);
         ok = ok && decode_finish(&s, &dec, &ds);
-        ok = prefill_wait_verdict(&s, &pre) && ok;
+        ok = prefill_wait_verdict(&s, &pre, NULL) && ok;
     } else if (ok && is_prefill) {
-        ok = prefill_serve(&s, &pre) && prefill_wait_verdict(&s, &pre);
+        ok = prefill_serve(&s, &pre) && prefill_wait_verdict(&s, &pre, NULL);
     } else if (ok && is_decode) {
-        ok = decode_request(&s, &dec, &ds) && decode_finish(&s, &dec, &ds);
+        ok = decode_request(&s, &dec, &ds, NULL) && decode_finish(&s, &dec, &ds);
     }
 
     /* Tear down in the same order everywhere: agents, then the collective destroy. */

@@ -276,7 +276,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     }
     x->op = req->op;
     x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
-    if (req->src.count > MPIXFER__INLINE_DESCS && local_target == NULL) {
+    if (req->src.count > MPIXFER__INLINE_DESCS) {
         /* Posting tens of thousands of blocks must not wait for their bytes: progress (wait,
          * a poll, the progress thread) issues them. One allocation holds both lists. */
         size_t n = req->src.count;
@@ -305,11 +305,10 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         unpin(x);
         goto err_locked;
     }
-    /* Copies (same process, node peer's arena) are complete already. */
-    if (mpi_ops == 0)
-        complete(ctx, x, MPIXFER_OK);
-    else
-        enqueue(ctx, x);
+    /* Even a transfer done by copies (same process, a node peer's arena) stays in flight
+     * until progress sees it: its memory is busy and its sync message leaves from there,
+     * the same on one process as on several. */
+    enqueue(ctx, x);
     mpixfer__unlock(ctx);
     *xfer_p = x;
     return MPIXFER_OK;
