@@ -185,7 +185,9 @@ void mpixfer__link_release(mpixfer_context_t *ctx, mpixfer__link_t *link)
     }
     deadline = mpixfer__now_ns() + (int64_t)BYE_WAIT_MS * 1000000;
     while (!link->closed && mpixfer__now_ns() < deadline) {
-        mpixfer__ctrl_poll_comm(ctx, link->comm, link);
+        /* Every link, not just this one: the peer may be closing its own link to us at
+         * the same moment and waits for our answer on that one. */
+        mpixfer__links_poll(ctx);
         mpixfer__sends_test(ctx);
         if (!link->closed)
             sched_yield();
