@@ -402,6 +402,7 @@ typedef struct {
     memkind_t mem;
     pattern_t pattern;
     size_t block, batch;
+    size_t batch_nominal; /* the batch asked for, before the --max-bytes cap */
     const char *tag; /* "contig", "scattered", "post", "latency" or "grid" */
     result_t r[M_COUNT];
 } point_t;
@@ -411,8 +412,8 @@ typedef struct {
     int n, cap;
 } points_t;
 
-static void add_point(points_t *ps, mpixfer_op_t op, memkind_t mem,
-                      pattern_t pat, size_t block, size_t batch, const char *tag)
+static void add_point(points_t *ps, mpixfer_op_t op, memkind_t mem, pattern_t pat,
+                      size_t block, size_t batch, size_t nominal, const char *tag)
 {
     for (int q = 0; q < ps->n; q++) { /* the same point twice (capped batches): once */
         const point_t *p = &ps->v[q];
@@ -433,6 +434,7 @@ static void add_point(points_t *ps, mpixfer_op_t op, memkind_t mem,
     p->pattern = pat;
     p->block = block;
     p->batch = batch;
+    p->batch_nominal = nominal;
     p->tag = tag;
 }
 
@@ -448,7 +450,7 @@ static void add_grid(points_t *ps, const opts_t *o, mpixfer_op_t op, memkind_t m
             size_t batch = batches[k];
             if (batch > o->max_bytes / block)
                 batch = o->max_bytes / block;
-            add_point(ps, op, mem, pat, block, batch, tag);
+            add_point(ps, op, mem, pat, block, batch, batches[k], tag);
         }
     }
 }
@@ -500,8 +502,8 @@ static points_t build_points(opts_t *o)
             /* Post time: one op is enough (WRITE, the target's; READ when alone). */
             if (op == MPIXFER_OP_WRITE || !o->do_write)
                 add_point(&ps, (mpixfer_op_t)op, (memkind_t)mem, PAT_SCATTERED, 4 * KIB,
-                          o->post_batch, "post");
-            add_point(&ps, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG, 8, 1, "latency");
+                          o->post_batch, o->post_batch, "post");
+            add_point(&ps, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG, 8, 1, 1, "latency");
         }
     }
     return ps;
@@ -1130,7 +1132,9 @@ static void run_point(bench_t *b, point_t *p, int idx)
 
     /* Slots: pair i joins initiator slot islot[i] and target slot tslot[i]. */
     b->islot = b->tslot = NULL;
-    if (p->pattern == PAT_SCATTERED) {
+    if (b->islot_v == NULL) {
+        /* a rank without a partner: collectives only */
+    } else if (p->pattern == PAT_SCATTERED) {
         permute(b->islot_v, p->batch, mix64(b->o->seed * 7919 + (uint64_t)idx * 2));
         permute(b->tslot_v, p->batch, mix64(b->o->seed * 7919 + (uint64_t)idx * 2 + 1));
         b->islot = b->islot_v;
@@ -1445,9 +1449,10 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
                 continue;
             fprintf(f,
                     "%s\n    {\"op\": \"%s\", \"mem\": \"%s\", \"pattern\": \"%s\", "
-                    "\"set\": \"%s\", \"block\": %zu, \"batch\": %zu, \"method\": \"%s\", ",
+                    "\"set\": \"%s\", \"block\": %zu, \"batch\": %zu, \"batch_nominal\": %zu, "
+                    "\"method\": \"%s\", ",
                     first ? "" : ",", op_name(p->op), mem_label(b, p->mem),
-                    pattern_name[p->pattern], p->tag, p->block, p->batch,
+                    pattern_name[p->pattern], p->tag, p->block, p->batch, p->batch_nominal,
                     method_label(b, p, (method_t)m));
             if (m == M_COPY && p->mem == MEM_XPU)
                 fprintf(f, "\"copy\": \"%s\", ", b->copy_kind[p->op]);

@@ -80,10 +80,23 @@ static size_t parse_size(const char *s)
     if (errno != 0 || end == s)
         return 0;
     switch (*end) {
-    case 'k': case 'K': v *= KIB; end++; break;
-    case 'm': case 'M': v *= MIB; end++; break;
-    case 'g': case 'G': v *= GIB; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        v *= KIB;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        v *= MIB;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        v *= GIB;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end == 'i' || *end == 'B')
         end++;
@@ -338,20 +351,19 @@ static double run_fio(const char *file, const char *rw, size_t total, size_t blo
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: mpixfer-loopback-bench [options]\n"
-            "  --total SIZE    bytes per iteration (default 256M)\n"
-            "  --block SIZE    block size, one descriptor each (default 64K)\n"
-            "  --workers N     loopback worker threads and fio jobs (default 1)\n"
-            "  --iters N       timed offloads and loads each (default 5)\n"
-            "  --dir DIR       where the files go (default $TMPDIR or /tmp)\n"
-            "  --no-fio        skip the fio comparison\n");
+    fprintf(out, "usage: mpixfer-loopback-bench [options]\n"
+                 "  --total SIZE    bytes per iteration (default 256M)\n"
+                 "  --block SIZE    block size, one descriptor each (default 64K)\n"
+                 "  --workers N     loopback worker threads and fio jobs (default 1)\n"
+                 "  --iters N       timed offloads and loads each (default 5)\n"
+                 "  --dir DIR       where the files go (default $TMPDIR or /tmp)\n"
+                 "  --no-fio        skip the fio comparison\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"total", required_argument, NULL, 't'}, {"block", required_argument, NULL, 'b'},
+        {"total", required_argument, NULL, 't'},   {"block", required_argument, NULL, 'b'},
         {"workers", required_argument, NULL, 'w'}, {"iters", required_argument, NULL, 'i'},
         {"dir", required_argument, NULL, 'd'},     {"no-fio", no_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
@@ -366,14 +378,30 @@ int main(int argc, char **argv)
         dir = "/tmp";
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 't': total = parse_size(optarg); break;
-        case 'b': block = parse_size(optarg); break;
-        case 'w': workers = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'i': iters = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'd': dir = optarg; break;
-        case 'n': use_fio = false; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 't':
+            total = parse_size(optarg);
+            break;
+        case 'b':
+            block = parse_size(optarg);
+            break;
+        case 'w':
+            workers = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'i':
+            iters = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'n':
+            use_fio = false;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (total == 0 || block == 0 || block % 8 != 0 || total % block != 0)

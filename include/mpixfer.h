@@ -221,6 +221,23 @@ MPIXFER_API mpixfer_status_t mpixfer_mem_alloc(mpixfer_context_t *ctx, size_t le
  */
 MPIXFER_API mpixfer_status_t mpixfer_mem_free(mpixfer_context_t *ctx, void *ptr);
 
+/** How a context's transfers moved, counted since its creation (for tuning and tests). */
+typedef struct {
+    uint64_t requests;      /**< transfers submitted successfully */
+    uint64_t rma_ops;       /**< MPI_Put/MPI_Get calls on the dynamic window */
+    uint64_t shm_copies;    /**< copies into/out of a node peer's arena (no MPI call) */
+    uint64_t local_copies;  /**< copies between agents of this process */
+    uint64_t staged_chunks; /**< chunks sent by the staged protocol (VRAM, other jobs) */
+    uint64_t bytes;         /**< bytes of all transfers submitted */
+} mpixfer_stats_t;
+
+/**
+ * @brief The context's transfer counters. Local.
+ * @param[out] stats_p  filled on success.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_context_stats(mpixfer_context_t *ctx,
+                                                   mpixfer_stats_t *stats_p);
+
 /* ------------------------------------------------------------------ agents */
 
 /** How an agent is created; start from MPIXFER_AGENT_CONFIG_INIT. */

@@ -144,8 +144,24 @@ int main(int argc, char **argv)
                 r.sync_message = "x";
                 r.sync_message_len = 1;
                 mpixfer_request_t *x = NULL;
+                mpixfer_stats_t before, after;
+                CHECK_OK(mpixfer_context_stats(ctx, &before));
                 CHECK_OK(mpixfer_submit_transfer(as, &r, &x));
                 TST_WAIT_OK(x);
+                CHECK_OK(mpixfer_context_stats(ctx, &after));
+                CHECK(after.requests == before.requests + 1);
+                CHECK(after.bytes == before.bytes + (uint64_t)NBLK * BLK);
+                if (size > 1 && dk == 0) {
+                    /* Into a node peer's arena: shared-memory copies, no MPI operation. */
+                    CHECK(after.shm_copies > before.shm_copies);
+                    CHECK(after.rma_ops == before.rma_ops);
+                } else if (size > 1) {
+                    /* Foreign memory of another process: the dynamic window. */
+                    CHECK(after.rma_ops > before.rma_ops);
+                    CHECK(after.shm_copies == before.shm_copies);
+                } else {
+                    CHECK(after.local_copies > before.local_copies);
+                }
                 /* The target: the message means the data is there. */
                 double deadline = tst_now() + 30.0;
                 size_t got = 0;

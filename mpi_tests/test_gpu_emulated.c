@@ -98,6 +98,8 @@ int main(int argc, char **argv)
                 r.sync_message = msg;
                 r.sync_message_len = strlen(msg);
                 mpixfer_request_t *x = NULL;
+                mpixfer_stats_t before, after;
+                CHECK_OK(mpixfer_context_stats(ctx, &before));
                 CHECK_OK(mpixfer_submit_transfer(a, &r, &x));
 
                 /* Wait for our request and, as a target, for the previous rank's message:
@@ -135,6 +137,15 @@ int main(int argc, char **argv)
                 }
                 CHECK_OK(mpixfer_request_status(x));
                 mpixfer_request_free(x);
+                CHECK_OK(mpixfer_context_stats(ctx, &after));
+                if (path == MPIXFER_GPU_PATH_STAGED && (lt || rt)) {
+                    /* Every byte went by chunks of at most CHUNK bytes, none by RMA. */
+                    CHECK(after.staged_chunks - before.staged_chunks >= NPAIRS);
+                    CHECK(after.rma_ops == before.rma_ops);
+                } else {
+                    CHECK(after.rma_ops > before.rma_ops);
+                    CHECK(after.staged_chunks == before.staged_chunks);
+                }
 
                 if (!write) /* READ: our lbuf slots hold the peer's rt-buffer bytes */
                     for (int i = 0; i < NPAIRS; i++)

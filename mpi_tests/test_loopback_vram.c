@@ -314,8 +314,7 @@ int main(int argc, char **argv)
         }
         emulated = true;
     } else {
-        CHECK_MSG(strcmp(mode, "cuda") == 0, "mode must be 'emulated' or 'cuda', not '%s'",
-                  mode);
+        CHECK_MSG(strcmp(mode, "cuda") == 0, "mode must be 'emulated' or 'cuda', not '%s'", mode);
         if (emu != NULL && *emu != '\0' && strcmp(emu, "0") != 0) {
             printf("SKIP: the cuda mode must run without MPIXFER_GPU_EMULATE\n");
             return TST_SKIP_CODE;

@@ -159,8 +159,14 @@ mpixfer_status_t mpixfer__arena_create(mpixfer_context_t *ctx, size_t size)
             st = MPIXFER__MPI_ERR("MPI_Win_shared_query", rc);
             goto out;
         }
-        if ((uint64_t)qsize == a->peer_size[r] + ARENA_ALIGN)
+        /* MPI may round a segment up (Open MPI 4.1: to a page with noncontig); the part
+         * in use must fit. */
+        if ((uint64_t)qsize >= a->peer_size[r] + all[3 * r + 2])
             a->peer_map[r] = (unsigned char *)p + all[3 * r + 2];
+        else
+            LOG_WARN("arena of rank %d: MPI maps %zu bytes, %llu needed; it is reached by "
+                     "RMA instead of shared memory",
+                     r, (size_t)qsize, (unsigned long long)(a->peer_size[r] + all[3 * r + 2]));
     }
 
     a->free_spans = malloc(sizeof(span_t));

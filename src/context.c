@@ -290,6 +290,16 @@ mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx)
     return st;
 }
 
+mpixfer_status_t mpixfer_context_stats(mpixfer_context_t *ctx, mpixfer_stats_t *stats_p)
+{
+    if (ctx == NULL || stats_p == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx or stats_p is NULL");
+    mpixfer__lock(ctx);
+    *stats_p = ctx->stats;
+    mpixfer__unlock(ctx);
+    return MPIXFER_OK;
+}
+
 int mpixfer_context_rank(const mpixfer_context_t *ctx)
 {
     return ctx ? ctx->rank : -1;

@@ -176,6 +176,7 @@ struct mpixfer_context {
     mpixfer_context_params_t params;
     mpixfer_gpu_path_t gpu_path;
     mpixfer__arena_t *arena; /* NULL without an arena */
+    mpixfer_stats_t stats;
     uint64_t next_request_id;
     pthread_mutex_t lock; /* recursive; guards everything below and every MPI call */
 

@@ -256,6 +256,9 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         x->pins[i]->pins++;
     x->agent = agent;
     x->target = (mpixfer__route_t){r->rank, r->link};
+    ctx->stats.requests++;
+    for (size_t i = 0; i < req->src.count; i++)
+        ctx->stats.bytes += req->src.descs[i].len;
 
     /* Staged: VRAM without a CUDA-aware MPI, and anything to another job (no window). */
     if (r->link != NULL ||

@@ -52,6 +52,7 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
                                       : mpixfer__copy((void *)s, (const void *)d, len, device);
             if (st != MPIXFER_OK)
                 return st;
+            ctx->stats.local_copies++;
             continue;
         }
         if (ctx->arena != NULL) {
@@ -62,10 +63,12 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
                     memcpy(p, (const void *)s, len);
                 else
                     memcpy((void *)s, p, len);
+                ctx->stats.shm_copies++;
                 continue;
             }
         }
         mpi_ops++;
+        ctx->stats.rma_ops++;
         rc = issue_one(ctx, op, rank, s, d, len);
         if (rc != MPI_SUCCESS) {
             LOG_ERROR("%s of [%#lx, +%zu) at rank %d failed", op == MPIXFER_OP_WRITE ? "put" : "get",

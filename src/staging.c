@@ -150,6 +150,7 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
         return false;
     }
     *slot = (mpixfer__chunk_t){s->next_seq++, l->addr + s->off, len, true};
+    ctx->stats.staged_chunks++;
     s->inflight++;
     s->off += len;
     if (s->off == l->len) {
