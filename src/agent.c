@@ -299,19 +299,37 @@ mpixfer_status_t mpixfer_register_memory(mpixfer_agent_t *agent, const mpixfer_m
         agent->regions = nr;
         agent->cap_regions = ncap;
     }
-    for (added = 0; added < n; added++) {
-        /* Staged VRAM is reached through the target's copies, never by RMA. */
-        if (fresh[added]->type == MPIXFER_MEM_VRAM && ctx->gpu_path != MPIXFER_GPU_PATH_DIRECT)
-            continue;
-        st = mpixfer__registry_add(ctx, fresh[added]->addr, fresh[added]->len);
-        if (st != MPIXFER_OK)
-            break;
-        fresh[added]->attached = true;
+    /* The sorted batch is attached as spans of touching pages: a pool carved into 10,000
+     * blocks is one attach call, not 10,000 detach/attach rounds. */
+    for (added = 0; added < n;) {
+        size_t j, cnt = 0, ps = (size_t)sysconf(_SC_PAGESIZE);
+        uintptr_t b = 0, e = 0;
+        for (j = added; j < n; j++) {
+            mpixfer__region_t *r = fresh[j];
+            /* Staged VRAM is reached through the target's copies, never by RMA. */
+            if (r->type == MPIXFER_MEM_VRAM && ctx->gpu_path != MPIXFER_GPU_PATH_DIRECT)
+                continue;
+            if (cnt > 0 && (r->addr & ~(ps - 1)) > ((e + ps - 1) & ~(ps - 1)))
+                break;
+            if (cnt++ == 0)
+                b = r->addr;
+            if (r->addr + r->len > e)
+                e = r->addr + r->len;
+        }
+        if (cnt > 0) {
+            st = mpixfer__registry_add(ctx, b, e - b, cnt);
+            if (st != MPIXFER_OK)
+                break;
+            for (size_t k = added; k < j; k++)
+                fresh[k]->attached = !(fresh[k]->type == MPIXFER_MEM_VRAM &&
+                                       ctx->gpu_path != MPIXFER_GPU_PATH_DIRECT);
+        }
+        added = j;
     }
     if (st != MPIXFER_OK) {
-        while (added-- > 0)
-            if (fresh[added]->attached)
-                mpixfer__registry_remove(ctx, fresh[added]->addr, fresh[added]->len);
+        for (size_t k = 0; k < n; k++)
+            if (fresh[k]->attached)
+                mpixfer__registry_remove(ctx, fresh[k]->addr, fresh[k]->len);
         mpixfer__unlock(ctx);
         goto err_fresh;
     }
@@ -336,6 +354,12 @@ err_fresh:
         free(fresh[i]);
     free(fresh);
     return st;
+}
+
+static int long_cmp(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
 }
 
 mpixfer_status_t mpixfer_deregister_memory(mpixfer_agent_t *agent,
@@ -377,14 +401,16 @@ mpixfer_status_t mpixfer_deregister_memory(mpixfer_agent_t *agent,
             st = MPIXFER_ERR_BUSY;
             goto out;
         }
-        for (size_t j = 0; j < i; j++)
-            if (idx[j] == idx[i]) {
-                LOG_WARN("[%#lx, +%zu) appears twice in one deregistration",
-                         (unsigned long)d->addr, d->len);
-                st = MPIXFER_ERR_NOT_FOUND;
-                goto out;
-            }
     }
+    /* A range named twice would be freed twice: sorted indices make that one pass. */
+    qsort(idx, n, sizeof(*idx), long_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (idx[i - 1] == idx[i]) {
+            LOG_WARN("[%#lx, +%zu) appears twice in one deregistration",
+                     (unsigned long)agent->regions[idx[i]]->addr, agent->regions[idx[i]]->len);
+            st = MPIXFER_ERR_NOT_FOUND;
+            goto out;
+        }
     for (size_t i = 0; i < n; i++) {
         mpixfer__region_t *r = agent->regions[idx[i]];
         if (r->attached)

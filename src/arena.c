@@ -179,7 +179,7 @@ mpixfer_status_t mpixfer__arena_create(mpixfer_context_t *ctx, size_t size)
     ctx->arena = a;
     /* One attachment for the whole segment; held until the context goes. */
     if (size > 0 && ctx->has_win) {
-        st = mpixfer__registry_add(ctx, (uintptr_t)a->base, size);
+        st = mpixfer__registry_add(ctx, (uintptr_t)a->base, size, 1);
         if (st != MPIXFER_OK) {
             ctx->arena = NULL;
             goto out;

@@ -210,7 +210,9 @@ bool mpixfer__name_valid(const char *name);
 
 /* ---------------------------------------------------------- registry.c */
 /* Attach [addr, addr+len) (page-rounded, merged, reference-counted) to the window. */
-mpixfer_status_t mpixfer__registry_add(mpixfer_context_t *ctx, uintptr_t addr, size_t len);
+/* @p nrefs registrations lie in [addr, addr+len); each is removed on its own later. */
+mpixfer_status_t mpixfer__registry_add(mpixfer_context_t *ctx, uintptr_t addr, size_t len,
+                                       size_t nrefs);
 void mpixfer__registry_remove(mpixfer_context_t *ctx, uintptr_t addr, size_t len);
 void mpixfer__registry_clear(mpixfer_context_t *ctx);
 

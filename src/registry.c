@@ -48,12 +48,13 @@ static int win_detach(mpixfer_context_t *ctx, uintptr_t base)
     return MPI_Win_detach(ctx->win, (void *)base);
 }
 
-mpixfer_status_t mpixfer__registry_add(mpixfer_context_t *ctx, uintptr_t addr, size_t len)
+mpixfer_status_t mpixfer__registry_add(mpixfer_context_t *ctx, uintptr_t addr, size_t len,
+                                       size_t nrefs)
 {
     uintptr_t ps = page_size();
     uintptr_t b = addr & ~(ps - 1);
     uintptr_t e = (addr + len + ps - 1) & ~(ps - 1);
-    size_t first, last, refs = 1;
+    size_t first, last, refs = nrefs;
     uintptr_t nb = b, ne = e;
     int rc;
 
@@ -67,7 +68,7 @@ mpixfer_status_t mpixfer__registry_add(mpixfer_context_t *ctx, uintptr_t addr, s
 
     if (last == first + 1 && ctx->attach[first].base <= b &&
         ctx->attach[first].base + ctx->attach[first].len >= e) {
-        ctx->attach[first].refs++;
+        ctx->attach[first].refs += nrefs;
         return MPIXFER_OK;
     }
 
@@ -119,7 +120,7 @@ mpixfer_status_t mpixfer__registry_add(mpixfer_context_t *ctx, uintptr_t addr, s
     } else {
         memmove(&ctx->attach[first + 1], &ctx->attach[first],
                 (ctx->nattach - first) * sizeof(*ctx->attach));
-        ctx->attach[first] = (mpixfer__attach_t){nb, ne - nb, 1};
+        ctx->attach[first] = (mpixfer__attach_t){nb, ne - nb, nrefs};
         ctx->nattach++;
     }
     LOG_DEBUG("attached [%#lx, +%zu), %zu ranges", (unsigned long)nb, (size_t)(ne - nb),
