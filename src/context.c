@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "wire.h"
 
 void mpixfer__lock(mpixfer_context_t *ctx)
 {
@@ -317,16 +318,7 @@ uint64_t mpixfer_context_world_id(const mpixfer_context_t *ctx)
 
 /* ------------------------------------------------------------- bootstrap */
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
 
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* This process's agents as [u32 count]([u32 len][blob])*. */
 static mpixfer_status_t pack_local_agents(mpixfer_context_t *ctx, unsigned char **buf_p,
@@ -358,10 +350,10 @@ static mpixfer_status_t pack_local_agents(mpixfer_context_t *ctx, unsigned char 
         st = MPIXFER_ERR_NO_MEMORY;
         goto out;
     }
-    put_u32(buf, (uint32_t)n);
+    mpixfer__put32(buf, (uint32_t)n);
     off = 4;
     for (i = 0; i < n; i++) {
-        put_u32(buf + off, (uint32_t)lens[i]);
+        mpixfer__put32(buf + off, (uint32_t)lens[i]);
         memcpy(buf + off + 4, blobs[i], lens[i]);
         off += 4 + lens[i];
     }
@@ -398,13 +390,13 @@ static mpixfer_status_t unpack_all(mpixfer_context_t *ctx, const unsigned char *
             st = MPIXFER_ERR_BAD_DESC;
             break;
         }
-        n = get_u32(p);
+        n = mpixfer__get32(p);
         p += 4;
         left -= 4;
         for (size_t i = 0; i < n; i++) {
             size_t len;
 
-            if (left < 4 || (len = get_u32(p)) > left - 4) {
+            if (left < 4 || (len = mpixfer__get32(p)) > left - 4) {
                 st = MPIXFER_ERR_BAD_DESC;
                 break;
             }

@@ -17,44 +17,18 @@
 #include <string.h>
 
 #include "internal.h"
+#include "wire.h"
 
 #define DESC_MAGIC "MPXF"
 #define DESC_VERSION 1
 #define DESC_HEADER 32
 #define DESC_REGION 24
 
-static void put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
 
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
 
-static uint16_t get16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
 
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 mpixfer_status_t mpixfer__desc_encode(const mpixfer_agent_t *agent, void **blob_p, size_t *len_p)
 {
@@ -68,23 +42,23 @@ mpixfer_status_t mpixfer__desc_encode(const mpixfer_agent_t *agent, void **blob_
     if (b == NULL)
         return MPIXFER_ERR_NO_MEMORY;
     memcpy(b, DESC_MAGIC, 4);
-    put16(b + 4, DESC_VERSION);
-    put16(b + 6, 0);
-    put64(b + 8, agent->ctx->world_id);
-    put32(b + 16, (uint32_t)agent->ctx->rank);
-    put16(b + 20, (uint16_t)name_len);
-    put16(b + 22, 0);
-    put32(b + 24, (uint32_t)agent->nregions);
-    put32(b + 28, 0);
+    mpixfer__put16(b + 4, DESC_VERSION);
+    mpixfer__put16(b + 6, 0);
+    mpixfer__put64(b + 8, agent->ctx->world_id);
+    mpixfer__put32(b + 16, (uint32_t)agent->ctx->rank);
+    mpixfer__put16(b + 20, (uint16_t)name_len);
+    mpixfer__put16(b + 22, 0);
+    mpixfer__put32(b + 24, (uint32_t)agent->nregions);
+    mpixfer__put32(b + 28, 0);
     memcpy(b + DESC_HEADER, agent->name, name_len);
     p = b + DESC_HEADER + name_len;
     /* The agent keeps its regions in the order the format requires. */
     for (size_t i = 0; i < agent->nregions; i++, p += DESC_REGION) {
         const mpixfer__region_t *r = agent->regions[i];
-        put64(p, (uint64_t)r->addr);
-        put64(p + 8, (uint64_t)r->len);
-        put32(p + 16, (uint32_t)r->type);
-        put32(p + 20, r->device);
+        mpixfer__put64(p, (uint64_t)r->addr);
+        mpixfer__put64(p + 8, (uint64_t)r->len);
+        mpixfer__put32(p + 16, (uint32_t)r->type);
+        mpixfer__put32(p + 20, r->device);
     }
     *blob_p = b;
     *len_p = len;
@@ -121,12 +95,12 @@ mpixfer_status_t mpixfer__desc_decode(const void *blob, size_t len, size_t max_r
         BAD("%zu bytes, shorter than the %d-byte header", len, DESC_HEADER);
     if (memcmp(b, DESC_MAGIC, 4) != 0)
         BAD("wrong magic");
-    if (get16(b + 4) != DESC_VERSION)
-        BAD("version %u, this library reads version %d", get16(b + 4), DESC_VERSION);
-    if (get16(b + 6) != 0 || get16(b + 22) != 0 || get32(b + 28) != 0)
+    if (mpixfer__get16(b + 4) != DESC_VERSION)
+        BAD("version %u, this library reads version %d", mpixfer__get16(b + 4), DESC_VERSION);
+    if (mpixfer__get16(b + 6) != 0 || mpixfer__get16(b + 22) != 0 || mpixfer__get32(b + 28) != 0)
         BAD("unknown flags or non-zero reserved fields");
-    name_len = get16(b + 20);
-    nregions = get32(b + 24);
+    name_len = mpixfer__get16(b + 20);
+    nregions = mpixfer__get32(b + 24);
     if (name_len < 1 || name_len > MPIXFER__NAME_MAX)
         BAD("name length %zu", name_len);
     if (nregions > max_regions)
@@ -145,10 +119,10 @@ mpixfer_status_t mpixfer__desc_decode(const void *blob, size_t len, size_t max_r
             return MPIXFER_ERR_NO_MEMORY;
         for (size_t i = 0; i < nregions; i++, p += DESC_REGION) {
             mpixfer__wire_region_t *r = &regions[i];
-            r->addr = get64(p);
-            r->len = get64(p + 8);
-            r->type = get32(p + 16);
-            r->device = get32(p + 20);
+            r->addr = mpixfer__get64(p);
+            r->len = mpixfer__get64(p + 8);
+            r->type = mpixfer__get32(p + 16);
+            r->device = mpixfer__get32(p + 20);
             if (r->len == 0 || r->addr == 0 || r->addr + r->len < r->addr ||
                 r->addr + r->len > (uint64_t)UINTPTR_MAX || r->type > MPIXFER_MEM_FILE ||
                 (i > 0 && wire_cmp(&regions[i - 1], r) >= 0)) {
@@ -161,8 +135,8 @@ mpixfer_status_t mpixfer__desc_decode(const void *blob, size_t len, size_t max_r
             }
         }
     }
-    out->world_id = get64(b + 8);
-    out->rank = get32(b + 16);
+    out->world_id = mpixfer__get64(b + 8);
+    out->rank = mpixfer__get32(b + 16);
     memcpy(out->name, b + DESC_HEADER, name_len);
     out->name[name_len] = '\0';
     out->nregions = nregions;

@@ -9,31 +9,14 @@
 #include <string.h>
 
 #include "internal.h"
+#include "wire.h"
 
 #define CTRL_MAGIC "MXCM"
 #define CTRL_HEADER 16
 
-static void put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
 
-static uint16_t get16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
 
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 mpixfer_status_t mpixfer__ctrl_alloc(mpixfer__ctrl_kind_t kind, const char *sender,
                                      const char *receiver, size_t len, bool pinned,
@@ -51,10 +34,10 @@ mpixfer_status_t mpixfer__ctrl_alloc(mpixfer__ctrl_kind_t kind, const char *send
     memcpy(b, CTRL_MAGIC, 4);
     b[4] = (unsigned char)kind;
     b[5] = 0;
-    put16(b + 6, (uint16_t)sl);
-    put16(b + 8, (uint16_t)rl);
-    put16(b + 10, 0);
-    put32(b + 12, (uint32_t)len);
+    mpixfer__put16(b + 6, (uint16_t)sl);
+    mpixfer__put16(b + 8, (uint16_t)rl);
+    mpixfer__put16(b + 10, 0);
+    mpixfer__put32(b + 12, (uint32_t)len);
     memcpy(b + CTRL_HEADER, sender, sl);
     memcpy(b + CTRL_HEADER + sl, receiver, rl);
     *payload_p = b + CTRL_HEADER + sl + rl;
@@ -69,13 +52,13 @@ mpixfer_status_t mpixfer__ctrl_decode(const void *buf, size_t len, mpixfer__ctrl
     size_t sl, rl, pl;
 
     if (buf == NULL || len < CTRL_HEADER || memcmp(b, CTRL_MAGIC, 4) != 0 || b[5] != 0 ||
-        get16(b + 10) != 0)
+        mpixfer__get16(b + 10) != 0)
         return MPIXFER_ERR_BAD_DESC;
     if (b[4] < MPIXFER__CTRL_SYNC || b[4] > MPIXFER__CTRL_BYE_ACK)
         return MPIXFER_ERR_BAD_DESC;
-    sl = get16(b + 6);
-    rl = get16(b + 8);
-    pl = get32(b + 12);
+    sl = mpixfer__get16(b + 6);
+    rl = mpixfer__get16(b + 8);
+    pl = mpixfer__get32(b + 12);
     if (sl < 1 || sl > MPIXFER__NAME_MAX || rl < 1 || rl > MPIXFER__NAME_MAX)
         return MPIXFER_ERR_BAD_DESC;
     if (len - CTRL_HEADER != sl + rl + pl)

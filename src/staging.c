@@ -23,32 +23,15 @@
 #include <string.h>
 
 #include "internal.h"
+#include "wire.h"
 
 #define XW_HDR 32
 #define XA_HDR 24
 #define XR_LEN 40
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
 
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
 
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 void mpixfer__staged_free(mpixfer__staged_t *s)
 {
@@ -124,11 +107,11 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
                              &payload);
     if (st == MPIXFER_OK) {
         unsigned char *p = payload;
-        put64(p, s->id);
-        put64(p + 8, s->next_seq);
-        put64(p + 16, (uint64_t)(r->addr + s->off));
-        put32(p + 24, (uint32_t)s->rtype);
-        put32(p + 28, r->device_id);
+        mpixfer__put64(p, s->id);
+        mpixfer__put64(p + 8, s->next_seq);
+        mpixfer__put64(p + 16, (uint64_t)(r->addr + s->off));
+        mpixfer__put32(p + 24, (uint32_t)s->rtype);
+        mpixfer__put32(p + 28, r->device_id);
         if (write) {
             /* Device-to-host (or host) copy straight into the pinned message. */
             st = mpixfer__copy(p + XW_HDR, (const void *)(l->addr + s->off), len,
@@ -140,7 +123,7 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
                     free(buf);
             }
         } else {
-            put64(p + 32, (uint64_t)len);
+            mpixfer__put64(p + 32, (uint64_t)len);
         }
         if (st == MPIXFER_OK)
             st = mpixfer__ctrl_post(ctx, x->target, buf, n, pinned);
@@ -203,9 +186,9 @@ static void on_answer(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfe
         LOG_WARN("short staged answer from rank %d dropped", src.rank);
         return;
     }
-    id = get64(p);
-    seq = get64(p + 8);
-    status = (int32_t)get32(p + 16);
+    id = mpixfer__get64(p);
+    seq = mpixfer__get64(p + 8);
+    status = (int32_t)mpixfer__get32(p + 16);
     data_len = c->payload_len - XA_HDR;
     x = find_request(ctx, id);
     if (x == NULL || !mpixfer__route_eq(x->target, src)) {
@@ -278,15 +261,15 @@ static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t
         return;
     }
     p = payload;
-    put64(p, id);
-    put64(p + 8, seq);
+    mpixfer__put64(p, id);
+    mpixfer__put64(p + 8, seq);
     if (data) {
         status = mpixfer__copy(p + XA_HDR, (const void *)(uintptr_t)addr, len, device);
         if (status != MPIXFER_OK)
             n -= len; /* the answer carries the error instead of bytes */
     }
-    put32(p + 16, (uint32_t)(int32_t)status);
-    put32(p + 20, 0);
+    mpixfer__put32(p + 16, (uint32_t)(int32_t)status);
+    mpixfer__put32(p + 20, 0);
     mpixfer__ctrl_post(ctx, src, buf, n, data && device);
 }
 
@@ -307,12 +290,12 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
         LOG_WARN("malformed staged request from rank %d dropped", src.rank);
         return;
     }
-    id = get64(p);
-    seq = get64(p + 8);
-    addr = get64(p + 16);
-    type = get32(p + 24);
-    device = get32(p + 28);
-    len = c->kind == MPIXFER__CTRL_XWRITE ? c->payload_len - XW_HDR : get64(p + 32);
+    id = mpixfer__get64(p);
+    seq = mpixfer__get64(p + 8);
+    addr = mpixfer__get64(p + 16);
+    type = mpixfer__get32(p + 24);
+    device = mpixfer__get32(p + 28);
+    len = c->kind == MPIXFER__CTRL_XWRITE ? c->payload_len - XW_HDR : mpixfer__get64(p + 32);
 
     st = target_range(agent, addr, len, type, device);
     if (st != MPIXFER_OK)
