@@ -342,7 +342,8 @@ mpixfer_status_t mpixfer__staged_start(mpixfer_context_t *ctx, mpixfer_request_t
 /* Post chunks up to the pipeline depth; true when every chunk is answered. Lock held. */
 bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work);
 void mpixfer__staged_free(mpixfer__staged_t *s);
-/* Handlers for the staged control messages (from dispatch). Lock held. */
+/* Handlers for the staged control messages (from dispatch; @p agent NULL when the
+ * receiver does not exist, which refuses the chunk). Lock held. */
 void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
                                 mpixfer_agent_t *agent, const mpixfer__ctrl_t *c);
 

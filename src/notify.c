@@ -159,6 +159,9 @@ static void dispatch(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer
                  (int)c->kind, c->sender, src.rank, c->receiver);
         if (c->kind == MPIXFER__CTRL_DESC_REQ)
             mpixfer__ctrl_send(ctx, src, MPIXFER__CTRL_DESC_NAK, c->receiver, c->sender, NULL, 0);
+        /* A staged chunk gets its refusal now rather than a stall timeout later. */
+        if (c->kind == MPIXFER__CTRL_XWRITE || c->kind == MPIXFER__CTRL_XREAD)
+            mpixfer__staged_on_message(ctx, src, NULL, c);
         return;
     }
     switch (c->kind) {

@@ -113,8 +113,11 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
         *pp = x->next_pending;
         if (ctx->pending_tail == x)
             ctx->pending_tail = prev;
+        /* Read before completing: once the state is final the owner may free x at once
+         * without the lock (mpixfer_request_free), unless it already orphaned it. */
+        bool orphaned = x->orphaned;
         complete(ctx, x, st);
-        if (x->orphaned)
+        if (orphaned)
             request_release(x);
         done++;
     }

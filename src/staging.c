@@ -244,8 +244,7 @@ static mpixfer_status_t target_range(mpixfer_agent_t *agent, uint64_t addr, uint
     return mpixfer__agent_find_region(agent, (mpixfer_mem_type_t)type, &d, &r);
 }
 
-static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t *agent,
-                   const mpixfer__ctrl_t *c, mpixfer__ctrl_kind_t kind, uint64_t id, uint64_t seq,
+static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c, mpixfer__ctrl_kind_t kind, uint64_t id, uint64_t seq,
                    mpixfer_status_t status, uint64_t addr, size_t len, bool device)
 {
     unsigned char *buf, *p;
@@ -254,7 +253,7 @@ static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_agent_t
     bool data = kind == MPIXFER__CTRL_XDATA && status == MPIXFER_OK;
     mpixfer_status_t st;
 
-    st = mpixfer__ctrl_alloc(kind, agent->name, c->sender, XA_HDR + (data ? len : 0),
+    st = mpixfer__ctrl_alloc(kind, c->receiver, c->sender, XA_HDR + (data ? len : 0),
                              data && device, &buf, &n, &payload);
     if (st != MPIXFER_OK) {
         LOG_ERROR("cannot answer a staged chunk of '%s': %s", c->sender, mpixfer_strerror(st));
@@ -297,20 +296,21 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
     device = mpixfer__get32(p + 28);
     len = c->kind == MPIXFER__CTRL_XWRITE ? c->payload_len - XW_HDR : mpixfer__get64(p + 32);
 
-    st = target_range(agent, addr, len, type, device);
+    /* No agent: the receiver named in the message does not exist (any more). */
+    st = agent ? target_range(agent, addr, len, type, device) : MPIXFER_ERR_NOT_FOUND;
     if (st != MPIXFER_OK)
         LOG_WARN("'%s' (rank %d) asked for [%#llx, +%llu) of '%s', which it does not hold",
                  c->sender, src.rank, (unsigned long long)addr, (unsigned long long)len,
-                 agent->name);
+                 c->receiver);
     else if (c->kind == MPIXFER__CTRL_XREAD && len > INT32_MAX - 1024)
         st = MPIXFER_ERR_TOO_LARGE;
     if (c->kind == MPIXFER__CTRL_XWRITE) {
         if (st == MPIXFER_OK)
             st = mpixfer__copy((void *)(uintptr_t)addr, p + XW_HDR, (size_t)len,
                                type == MPIXFER_MEM_VRAM);
-        answer(ctx, src, agent, c, MPIXFER__CTRL_XACK, id, seq, st, 0, 0, false);
+        answer(ctx, src, c, MPIXFER__CTRL_XACK, id, seq, st, 0, 0, false);
     } else {
-        answer(ctx, src, agent, c, MPIXFER__CTRL_XDATA, id, seq, st, addr, (size_t)len,
+        answer(ctx, src, c, MPIXFER__CTRL_XDATA, id, seq, st, addr, (size_t)len,
                type == MPIXFER_MEM_VRAM);
     }
 }
