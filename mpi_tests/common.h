@@ -328,6 +328,23 @@ static inline void tst_name(char *buf, size_t cap, const char *prefix, int rank)
     snprintf(buf, cap, "%s%d", prefix, rank);
 }
 
+/*
+ * The set-up most tests share, declared in the caller's scope: rank, size, peer (next
+ * rank), prev, a context on MPI_COMM_WORLD, agents A = "<prefix>_A<rank>" and
+ * B = "<prefix>_B<rank>" with their names an and bn, and pbn, the name of the peer's B.
+ */
+#define TST_PAIR_SETUP(prefix)                                                                     \
+    int rank = tst_rank(), size = tst_size();                                                      \
+    int peer = (rank + 1) % size, prev = (rank + size - 1) % size;                                 \
+    mpixfer_context_t *ctx = NULL;                                                                 \
+    CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &ctx));                                        \
+    char an[32], bn[32], pbn[32];                                                                  \
+    tst_name(an, sizeof an, prefix "_A", rank);                                                    \
+    tst_name(bn, sizeof bn, prefix "_B", rank);                                                    \
+    tst_name(pbn, sizeof pbn, prefix "_B", peer);                                                  \
+    mpixfer_agent_t *A = tst_agent(ctx, an), *B = tst_agent(ctx, bn);                              \
+    (void)prev
+
 /* ----------------------------------------------------------------- transfers */
 
 /* Submit a one-pair transfer (aborts unless the submit succeeds). */

@@ -9,15 +9,7 @@
 int main(int argc, char **argv)
 {
     tst_init_multiple(&argc, &argv);
-    int rank = tst_rank(), size = tst_size();
-    int peer = (rank + 1) % size, prev = (rank + size - 1) % size;
-    mpixfer_context_t *ctx = NULL;
-    CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &ctx));
-    char an[32], bn[32], pbn[32];
-    tst_name(an, sizeof an, "busy_A", rank);
-    tst_name(bn, sizeof bn, "busy_B", rank);
-    tst_name(pbn, sizeof pbn, "busy_B", peer);
-    mpixfer_agent_t *A = tst_agent(ctx, an), *B = tst_agent(ctx, bn);
+    TST_PAIR_SETUP("busy");
     uint8_t *src = tst_alloc(BIG), *dst = tst_alloc(BIG);
     CHECK_OK(tst_register(B, dst, BIG));
     uint64_t *dst_all = calloc((size_t)size, 8);

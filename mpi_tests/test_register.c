@@ -24,15 +24,7 @@ static mpixfer_status_t dereg_list(mpixfer_agent_t *a, mpixfer_mem_type_t t,
 int main(int argc, char **argv)
 {
     tst_init_multiple(&argc, &argv);
-    int rank = tst_rank(), size = tst_size();
-    int peer = (rank + 1) % size, prev = (rank + size - 1) % size;
-    mpixfer_context_t *ctx = NULL;
-    CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &ctx));
-    char an[32], bn[32], peer_bn[32];
-    tst_name(an, sizeof an, "reg_A", rank);
-    tst_name(bn, sizeof bn, "reg_B", rank);
-    tst_name(peer_bn, sizeof peer_bn, "reg_B", peer);
-    mpixfer_agent_t *A = tst_agent(ctx, an), *B = tst_agent(ctx, bn);
+    TST_PAIR_SETUP("reg");
 
     const size_t len = 64 * 1024;
     uint8_t *buf = tst_alloc(len), *other = tst_alloc(len);
@@ -130,7 +122,7 @@ int main(int argc, char **argv)
 
     /* Targets: our own B (same process), then the next rank's B (if there is another rank). */
     for (int pass = 0; pass < (size > 1 ? 2 : 1); pass++) {
-        const char *tname = pass == 0 ? bn : peer_bn;
+        const char *tname = pass == 0 ? bn : pbn;
         int trank = pass == 0 ? rank : peer;
         int wrank = pass == 0 ? rank : prev; /* who writes into our B in this pass */
         mpixfer_mem_desc_t dst_d[NSLICE];
@@ -180,8 +172,8 @@ int main(int argc, char **argv)
     CHECK_OK(mpixfer_deregister_memory(A, &l));
     tst_barrier_progress(ctx);
     CHECK_OK(mpixfer_bootstrap(ctx));
-    CHECK(!tst_check_remote(A, peer_bn, big_all[peer] + 7 * SLICE, SLICE));
-    CHECK(tst_check_remote(A, peer_bn, big_all[peer] + 8 * SLICE, SLICE));
+    CHECK(!tst_check_remote(A, pbn, big_all[peer] + 7 * SLICE, SLICE));
+    CHECK(tst_check_remote(A, pbn, big_all[peer] + 8 * SLICE, SLICE));
     CHECK(!tst_check_remote(B, an, buf_all[rank], len)); /* A's buffer no longer advertised */
     {
         mpixfer_mem_desc_t s1 = tst_desc(buf, SLICE), d1 = sl[8];
@@ -191,7 +183,7 @@ int main(int argc, char **argv)
         r.op = MPIXFER_OP_WRITE;
         r.src = tst_descs(MPIXFER_MEM_DRAM, &s1, 1);
         r.dst = tst_descs(MPIXFER_MEM_DRAM, &d1, 1);
-        r.remote_name = peer_bn;
+        r.remote_name = pbn;
         mpixfer_request_t *x = (mpixfer_request_t *)(uintptr_t)0x1;
         CHECK_STATUS(mpixfer_submit_transfer(A, &r, &x), MPIXFER_ERR_NOT_FOUND);
         CHECK(x == (mpixfer_request_t *)(uintptr_t)0x1);

@@ -10,15 +10,7 @@
 int main(int argc, char **argv)
 {
     tst_init_multiple(&argc, &argv);
-    int rank = tst_rank(), size = tst_size();
-    int peer = (rank + 1) % size, prev = (rank + size - 1) % size;
-    mpixfer_context_t *ctx = NULL;
-    CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &ctx));
-    char an[32], bn[32], pbn[32];
-    tst_name(an, sizeof an, "st_A", rank);
-    tst_name(bn, sizeof bn, "st_B", rank);
-    tst_name(pbn, sizeof pbn, "st_B", peer);
-    mpixfer_agent_t *A = tst_agent(ctx, an), *B = tst_agent(ctx, bn);
+    TST_PAIR_SETUP("st");
     uint8_t *src = tst_alloc(LEN), *dst = tst_alloc(LEN);
     CHECK_OK(tst_register(A, src, LEN));
     CHECK_OK(tst_register(B, dst, LEN));

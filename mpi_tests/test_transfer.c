@@ -36,15 +36,7 @@ static mpixfer_request_t *submit_chunks(mpixfer_agent_t *a, mpixfer_op_t op, con
 int main(int argc, char **argv)
 {
     tst_init_multiple(&argc, &argv);
-    int rank = tst_rank(), size = tst_size();
-    int peer = (rank + 1) % size, prev = (rank + size - 1) % size;
-    mpixfer_context_t *ctx = NULL;
-    CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &ctx));
-    char an[32], bn[32], pbn[32];
-    tst_name(an, sizeof an, "xfer_A", rank);
-    tst_name(bn, sizeof bn, "xfer_B", rank);
-    tst_name(pbn, sizeof pbn, "xfer_B", peer);
-    mpixfer_agent_t *A = tst_agent(ctx, an), *B = tst_agent(ctx, bn);
+    TST_PAIR_SETUP("xfer");
     uint8_t *src = tst_alloc(N), *dst = tst_alloc(N);
     CHECK_OK(tst_register(A, src, N));
     CHECK_OK(tst_register(B, dst, N));
