@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Two separately launched jobs connected through connection info (test_twojobs.c):
 # one ompi-server, job A (2 ranks) serving, job B (2 ranks) connecting. Exits 77 when
-# ompi-server is unavailable. Usage: run_twojobs.sh MPIEXEC TEST_BINARY [mpiexec flags...]
+# ompi-server is unavailable or MPIEXEC is not Open MPI's.
+# Usage: run_twojobs.sh MPIEXEC TEST_BINARY [mpiexec flags...]
 set -uo pipefail
 mpiexec="$1"
 bin="$2"
 shift 2
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# --ompi-server is Open MPI's; another launcher (MPICH's hydra) cannot take it.
+if ! "$mpiexec" --version 2>&1 | grep -qi "open mpi\|openrte"; then
+    echo "SKIP: $mpiexec is not Open MPI's (two jobs need ompi-server)"
+    exit 77
+fi
 dir="$(mktemp -d "${TMPDIR:-/tmp}/mpixfer-twojobs.XXXXXX")"
 uri="$dir/ompi-server.uri"
 cleanup() {
