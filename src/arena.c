@@ -237,12 +237,6 @@ void *mpixfer__arena_map(const mpixfer_context_t *ctx, int rank, uintptr_t addr,
     return a->peer_map[rank] + off;
 }
 
-bool mpixfer__arena_holds(const mpixfer_context_t *ctx, uintptr_t addr, size_t len)
-{
-    const mpixfer__arena_t *a = ctx->arena;
-    return a != NULL && addr >= (uintptr_t)a->base && len <= a->size &&
-           addr - (uintptr_t)a->base <= a->size - len;
-}
 
 mpixfer_status_t mpixfer_mem_alloc(mpixfer_context_t *ctx, size_t len, void **ptr_p)
 {
