@@ -160,6 +160,9 @@ struct mpixfer_request {
     mpixfer_op_t op;
     bool device;
     bool mpi_issued;          /* some op went through MPI: completion needs a flush */
+    /* The request of the last MPI op (MPI_Rput/MPI_Rget): progress tests it and flushes
+     * only once it is done, so no wait ever blocks on a peer that does not progress. */
+    MPI_Request mpi_done;
     mpixfer_status_t issue_err;
     struct mpixfer_request *next_pending;
 };
@@ -310,7 +313,8 @@ void *mpixfer__arena_map(const mpixfer_context_t *ctx, int rank, uintptr_t addr,
  * transfer is complete on return). */
 mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
-                                    size_t count, bool device, size_t *mpi_ops_p);
+                                    size_t count, bool device, size_t *mpi_ops_p,
+                                    MPI_Request *done_p);
 mpixfer_status_t mpixfer__rma_flush(mpixfer_context_t *ctx, int rank);
 
 /* --------------------------------------------------------------- gpu.c */

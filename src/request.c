@@ -63,11 +63,27 @@ static void issue_deferred(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
         if (x->dsrc == NULL || (only != NULL && x->agent != only))
             continue;
         x->issue_err = mpixfer__rma_issue(ctx, x->op, x->target.rank, x->dsrc, x->ddst, x->dcount,
-                                          x->device, &mpi_ops);
+                                          x->device, &mpi_ops, &x->mpi_done);
         x->mpi_issued = mpi_ops > 0;
         free(x->dsrc);
         x->dsrc = x->ddst = NULL;
     }
+}
+
+/* Tests the request of a transfer's last MPI op; true when it is done (or failed: then
+ * x->issue_err says how). */
+static bool rma_done(mpixfer_request_t *x)
+{
+    int flag = 0, rc = MPI_Test(&x->mpi_done, &flag, MPI_STATUS_IGNORE);
+
+    if (rc != MPI_SUCCESS) {
+        LOG_ERROR("transfer to '%s': testing its last RMA op failed", x->remote_name);
+        if (x->issue_err == MPIXFER_OK)
+            x->issue_err = MPIXFER__MPI_ERR("MPI_Test", rc);
+        x->mpi_done = MPI_REQUEST_NULL;
+        return true;
+    }
+    return flag != 0;
 }
 
 int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
@@ -97,6 +113,11 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
             st = x->staged->err;
             seen = true; /* nothing went by RMA */
         } else {
+            if (x->mpi_done != MPI_REQUEST_NULL && !rma_done(x)) {
+                prev = x; /* MPI still moves its bytes */
+                pp = &x->next_pending;
+                continue;
+            }
             st = x->issue_err;
             seen = !x->mpi_issued; /* copies only: nothing to flush */
         }
@@ -219,6 +240,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     if (x == NULL)
         return MPIXFER_ERR_NO_MEMORY;
     x->ctx = ctx;
+    x->mpi_done = MPI_REQUEST_NULL;
     atomic_init(&x->state, MPIXFER_STATE_IN_PROGRESS);
     atomic_init(&x->status, MPIXFER_IN_PROGRESS);
     x->has_sync = req->sync_message != NULL;
@@ -302,7 +324,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         return MPIXFER_OK;
     }
     st = mpixfer__rma_issue(ctx, req->op, r->rank, req->src.descs, req->dst.descs,
-                            req->src.count, x->device, &mpi_ops);
+                            req->src.count, x->device, &mpi_ops, &x->mpi_done);
     x->mpi_issued = mpi_ops > 0;
     if (st != MPIXFER_OK) {
         /* Ops issued before the failure must finish before the caller reuses buffers. */
