@@ -101,6 +101,24 @@ typedef struct mpixfer_request mpixfer_request_t;
 
 /* ----------------------------------------------------------------- context */
 
+/** How a context moves bytes between processes of its communicator. */
+typedef enum {
+    /** RMA to peers on this node; to peers on other nodes too, unless the environment
+     *  says their RMA would run over UCX's TCP transport (UCX_TLS lists only tcp and
+     *  shared-memory/self transports): then MESSAGES. The environment variable
+     *  MPIXFER_DATA_PATH=auto|rma|messages overrides this default. */
+    MPIXFER_DATA_PATH_AUTO = 0,
+    /** MPI_Put/MPI_Get on the dynamic window (or the arena) for every peer: completes
+     *  without the target's help where the network does RMA itself. */
+    MPIXFER_DATA_PATH_RMA = 1,
+    /** Chunked two-sided messages (MPI_Isend of at most gpu_chunk_size bytes, answered by
+     *  the target) to every other process. Over TCP Open MPI's osc/ucx emulates RMA with
+     *  messages anyway and blocks MPI_Put on a dynamic window until the target calls MPI;
+     *  with messages submit and wait never block, and the target takes part through its
+     *  progress thread or its next call. (AUTO picks it only for peers on other nodes.) */
+    MPIXFER_DATA_PATH_MESSAGES = 2,
+} mpixfer_data_path_t;
+
 /** Tunables of a context; start from MPIXFER_CONTEXT_PARAMS_INIT. */
 typedef struct {
     /** Largest sync message (bytes) accepted by notify or a request; 0 = default (1 MiB).
@@ -120,14 +138,16 @@ typedef struct {
      *  MPI_Win_allocate_shared: transfers into a peer's arena on the same node are plain
      *  copies through shared memory, with no MPI call per block. */
     size_t arena_size;
-    /** A transfer that needs the target's help (staged VRAM) and has heard nothing for this
-     *  long ends in FAILURE with MPIXFER_ERR_TIMEOUT instead of waiting forever; 0 =
-     *  default (60 s), or MPIXFER_STALL_TIMEOUT_MS. */
+    /** A transfer that needs the target's help (staged VRAM, messages, other jobs) and
+     *  has heard nothing for this long ends in FAILURE with MPIXFER_ERR_TIMEOUT instead of
+     *  waiting forever; 0 = default (60 s), or MPIXFER_STALL_TIMEOUT_MS. */
     unsigned stall_timeout_ms;
+    /** How bytes reach other processes; MPIXFER_DATA_PATH_AUTO (0) by default. */
+    mpixfer_data_path_t data_path;
 } mpixfer_context_params_t;
 
 /** Defaults for mpixfer_context_params_t. */
-#define MPIXFER_CONTEXT_PARAMS_INIT {0, 0, 0, 0, 0, 0}
+#define MPIXFER_CONTEXT_PARAMS_INIT {0, 0, 0, 0, 0, 0, MPIXFER_DATA_PATH_AUTO}
 
 /**
  * @brief Create a context over @p comm. Collective over @p comm.
@@ -221,13 +241,25 @@ MPIXFER_API mpixfer_status_t mpixfer_mem_alloc(mpixfer_context_t *ctx, size_t le
  */
 MPIXFER_API mpixfer_status_t mpixfer_mem_free(mpixfer_context_t *ctx, void *ptr);
 
+/**
+ * @brief How this context moves bytes to @p rank (see mpixfer_data_path_t). Local.
+ * @param[in]  rank    a rank of the context's communicator.
+ * @param[out] path_p  MPIXFER_DATA_PATH_RMA or MPIXFER_DATA_PATH_MESSAGES (never AUTO):
+ *                     what the context chose at creation. This process itself and a
+ *                     one-process context: RMA (direct copies).
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (NULL, or @p rank out of range).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_context_data_path(const mpixfer_context_t *ctx, int rank,
+                                                       mpixfer_data_path_t *path_p);
+
 /** How a context's transfers moved, counted since its creation (for tuning and tests). */
 typedef struct {
     uint64_t requests;      /**< transfers submitted successfully */
     uint64_t rma_ops;       /**< MPI_Put/MPI_Get calls on the dynamic window */
     uint64_t shm_copies;    /**< copies into/out of a node peer's arena (no MPI call) */
     uint64_t local_copies;  /**< copies between agents of this process */
-    uint64_t staged_chunks; /**< chunks sent by the staged protocol (VRAM, other jobs) */
+    uint64_t staged_chunks; /**< chunks sent by the staged protocol (VRAM, other jobs,
+                                 peers reached by messages) */
     uint64_t bytes;         /**< bytes of all transfers submitted */
 } mpixfer_stats_t;
 

@@ -105,6 +105,21 @@ int main(int argc, char **argv)
     mpixfer_status_t st = mpixfer_context_create(MPI_COMM_WORLD, &ctx);
     CHECK_MSG(st == MPIXFER_OK, "context creation (the RMA window over TCP) failed: %s",
               mpixfer_status_name(st));
+    /* UCX_TLS=tcp,self (test_netns.sh): the peer on the other "host" is reached by
+     * messages, unless MPIXFER_DATA_PATH says otherwise. */
+    mpixfer_data_path_t path = MPIXFER_DATA_PATH_AUTO, want = MPIXFER_DATA_PATH_MESSAGES;
+    const char *env_path = getenv("MPIXFER_DATA_PATH");
+    if (env_path != NULL && strcmp(env_path, "rma") == 0)
+        want = MPIXFER_DATA_PATH_RMA;
+    CHECK_OK(mpixfer_context_data_path(ctx, 1 - rank, &path));
+    CHECK_MSG(path == want, "data path to rank %d is %d, expected %d", 1 - rank, (int)path,
+              (int)want);
+    CHECK_OK(mpixfer_context_data_path(ctx, rank, &path));
+    CHECK(path == MPIXFER_DATA_PATH_RMA);
+    CHECK(mpixfer_context_data_path(ctx, 2, &path) == MPIXFER_ERR_INVALID_ARG);
+    CHECK(mpixfer_context_data_path(ctx, -1, &path) == MPIXFER_ERR_INVALID_ARG);
+    printf("rank %d: data path to rank %d: %s\n", rank, 1 - rank,
+           want == MPIXFER_DATA_PATH_RMA ? "rma" : "messages");
     mpixfer_agent_t *a = rank == 0 ? tst_agent(ctx, "ns_I")
                                    : tst_agent_ex(ctx, "ns_T", thread_on, false, false);
     uint8_t *buf = tst_alloc(LEN), *back = tst_alloc(LEN);

@@ -99,7 +99,11 @@ EOF
 chmod +x "$TMP/agent.sh"
 printf '10.77.0.1 slots=1\n10.77.0.2 slots=1\n' >"$TMP/hosts"
 
-echo "namespaces $NSA (10.77.0.1) and $NSB (10.77.0.2), veth mpxv0; progress thread $MODE"
+# MPIXFER_DATA_PATH=rma (one variant of the test) travels to both ranks.
+path_flags=""
+[ -n "${MPIXFER_DATA_PATH:-}" ] && path_flags="-x MPIXFER_DATA_PATH"
+echo "namespaces $NSA (10.77.0.1) and $NSB (10.77.0.2), veth mpxv0; progress thread $MODE;" \
+    "data path ${MPIXFER_DATA_PATH:-auto}"
 timeout -k 5 90 ip netns exec "$NSA" "$MPIEXEC" -n 2 --hostfile "$TMP/hosts" "$@" \
     --mca plm_rsh_agent "$TMP/agent.sh" \
     --mca oob_tcp_if_include 10.77.0.0/24 \
@@ -107,7 +111,7 @@ timeout -k 5 90 ip netns exec "$NSA" "$MPIEXEC" -n 2 --hostfile "$TMP/hosts" "$@
     --mca pml ucx --mca osc ucx \
     --mca pml_ucx_tls any --mca pml_ucx_devices any --mca pml_ucx_progress_iterations 1 \
     -x UCX_TLS=tcp,self -x UCX_NET_DEVICES=mpxv0 \
-    -x MPIXFER_LOG -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
+    -x MPIXFER_LOG -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM $path_flags \
     "$EXE" "$MODE"
 rc=$?
 [ $rc = 124 ] && echo "test_netns: the job did not finish within 90 s"

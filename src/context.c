@@ -71,6 +71,112 @@ static size_t env_size(const char *name, size_t dflt)
     return (size_t)x;
 }
 
+/* True when UCX_TLS names tcp and nothing but shared-memory and self transports besides:
+ * UCX then emulates RMA to other nodes with messages that need the target's progress. */
+static bool ucx_tcp_only(void)
+{
+    static const char *const local_or_tcp[] = {"tcp",  "self", "sm",   "shm", "posix",
+                                               "sysv", "cma",  "knem", "xpmem", "mm"};
+    const char *tls = getenv("UCX_TLS");
+    char buf[256], *save = NULL;
+    bool tcp = false;
+
+    /* "^x,y" excludes: whatever remains may be RDMA. */
+    if (tls == NULL || tls[0] == '\0' || tls[0] == '^' || strlen(tls) >= sizeof buf)
+        return false;
+    strcpy(buf, tls);
+    for (char *t = strtok_r(buf, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof local_or_tcp / sizeof *local_or_tcp && !known; i++)
+            known = strcmp(t, local_or_tcp[i]) == 0;
+        if (!known)
+            return false;
+        tcp = tcp || strcmp(t, "tcp") == 0;
+    }
+    return tcp;
+}
+
+static mpixfer_data_path_t wanted_data_path(mpixfer_data_path_t p)
+{
+    const char *e = getenv("MPIXFER_DATA_PATH");
+
+    if (p != MPIXFER_DATA_PATH_AUTO || e == NULL || e[0] == '\0')
+        return p;
+    if (strcmp(e, "rma") == 0)
+        return MPIXFER_DATA_PATH_RMA;
+    if (strcmp(e, "messages") == 0)
+        return MPIXFER_DATA_PATH_MESSAGES;
+    if (strcmp(e, "auto") != 0)
+        LOG_WARN("MPIXFER_DATA_PATH='%s' is none of auto, rma, messages; using auto", e);
+    return MPIXFER_DATA_PATH_AUTO;
+}
+
+/* Collective: every process learns which ranks share its node, then picks per rank. */
+static mpixfer_status_t choose_data_paths(mpixfer_context_t *ctx)
+{
+    mpixfer_data_path_t want = wanted_data_path(ctx->params.data_path);
+    MPI_Comm node = MPI_COMM_NULL;
+    MPI_Group g_node = MPI_GROUP_NULL, g_all = MPI_GROUP_NULL;
+    int nnode = 0, *in = NULL, *out = NULL, remote = 0, rc;
+    mpixfer_status_t st = MPIXFER_OK;
+
+    ctx->peer_path = malloc((size_t)ctx->size);
+    if (ctx->peer_path == NULL)
+        return MPIXFER_ERR_NO_MEMORY;
+    /* Every process splits, whatever it wants, so none waits in the collective alone. */
+    rc = MPI_Comm_split_type(ctx->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS) {
+        st = MPIXFER__MPI_ERR("MPI_Comm_split_type", rc);
+        goto out;
+    }
+    if (want != MPIXFER_DATA_PATH_AUTO) {
+        /* Asked for explicitly: every peer, on this node or not. */
+        memset(ctx->peer_path, want, (size_t)ctx->size);
+        goto count;
+    }
+    want = ucx_tcp_only() ? MPIXFER_DATA_PATH_MESSAGES : MPIXFER_DATA_PATH_RMA;
+    memset(ctx->peer_path, want, (size_t)ctx->size);
+    MPI_Comm_size(node, &nnode);
+    in = malloc((size_t)nnode * sizeof(*in));
+    out = malloc((size_t)nnode * sizeof(*out));
+    if (in == NULL || out == NULL) {
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto out;
+    }
+    for (int i = 0; i < nnode; i++)
+        in[i] = i;
+    MPI_Comm_group(node, &g_node);
+    MPI_Comm_group(ctx->comm, &g_all);
+    rc = MPI_Group_translate_ranks(g_node, nnode, in, g_all, out);
+    if (rc != MPI_SUCCESS) {
+        st = MPIXFER__MPI_ERR("MPI_Group_translate_ranks", rc);
+        goto out;
+    }
+    /* This node's processes share memory: RMA there is a copy that needs nobody's help. */
+    for (int i = 0; i < nnode; i++)
+        if (out[i] >= 0 && out[i] < ctx->size)
+            ctx->peer_path[out[i]] = MPIXFER_DATA_PATH_RMA;
+count:
+    for (int i = 0; i < ctx->size; i++)
+        remote += ctx->peer_path[i] == MPIXFER_DATA_PATH_MESSAGES;
+    if (remote > 0)
+        LOG_INFO("%d of %d ranks are reached by messages (%s)", remote,
+                 ctx->size,
+                 ctx->params.data_path == MPIXFER_DATA_PATH_MESSAGES ? "the params ask for it"
+                 : getenv("MPIXFER_DATA_PATH") != NULL ? "MPIXFER_DATA_PATH"
+                                                       : "UCX_TLS has TCP for the network");
+out:
+    if (g_node != MPI_GROUP_NULL)
+        MPI_Group_free(&g_node);
+    if (g_all != MPI_GROUP_NULL)
+        MPI_Group_free(&g_all);
+    if (node != MPI_COMM_NULL)
+        MPI_Comm_free(&node);
+    free(in);
+    free(out);
+    return st;
+}
+
 mpixfer_status_t mpixfer_context_create(MPI_Comm comm, mpixfer_context_t **ctx_p)
 {
     return mpixfer_context_create_with_params(comm, NULL, ctx_p);
@@ -154,6 +260,9 @@ mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
         goto err_comm;
     }
 
+    if (ctx->size > 1 && (st = choose_data_paths(ctx)) != MPIXFER_OK)
+        goto err_comm;
+
     /* On one process every agent is local and reached by direct copy; Debian's Open MPI
      * cannot even create a dynamic window there. */
     if (ctx->size > 1) {
@@ -198,6 +307,7 @@ err_comm:
     MPI_Comm_free(&ctx->comm);
 err_free:
     pthread_mutex_destroy(&ctx->lock);
+    free(ctx->peer_path);
     free(ctx);
     return st;
 }
@@ -286,6 +396,7 @@ mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx)
     if (rc != MPI_SUCCESS && st == MPIXFER_OK)
         st = MPIXFER__MPI_ERR("MPI_Comm_free", rc);
     free(ctx->attach);
+    free(ctx->peer_path);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
     return st;
@@ -444,8 +555,25 @@ static mpixfer_status_t unpack_all(mpixfer_context_t *ctx, const unsigned char *
     return MPIXFER_OK;
 }
 
+/* Completes a collective while serving the control channel: a peer may wait for our answer
+ * to a chunk (messages, staged VRAM) before it enters the same collective. Called and
+ * returns with the lock held. */
+static int wait_progressing(mpixfer_context_t *ctx, MPI_Request *req)
+{
+    for (;;) {
+        int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS || done)
+            return rc;
+        mpixfer__progress_locked(ctx);
+        mpixfer__unlock(ctx);
+        sched_yield();
+        mpixfer__lock(ctx);
+    }
+}
+
 mpixfer_status_t mpixfer_bootstrap(mpixfer_context_t *ctx)
 {
+    MPI_Request req;
     unsigned char *mine = NULL, *all = NULL;
     size_t mine_len = 0, ndescs = 0;
     int *counts = NULL, *displs = NULL, mylen, rc;
@@ -471,9 +599,11 @@ mpixfer_status_t mpixfer_bootstrap(mpixfer_context_t *ctx)
         st = MPIXFER_ERR_NO_MEMORY;
         goto out;
     }
-    rc = MPI_Allgather(&mylen, 1, MPI_INT, counts, 1, MPI_INT, ctx->comm);
+    rc = MPI_Iallgather(&mylen, 1, MPI_INT, counts, 1, MPI_INT, ctx->comm, &req);
+    if (rc == MPI_SUCCESS)
+        rc = wait_progressing(ctx, &req);
     if (rc != MPI_SUCCESS) {
-        st = MPIXFER__MPI_ERR("MPI_Allgather", rc);
+        st = MPIXFER__MPI_ERR("MPI_Iallgather", rc);
         goto out;
     }
     for (int r = 0; r < ctx->size; r++) {
@@ -491,16 +621,28 @@ mpixfer_status_t mpixfer_bootstrap(mpixfer_context_t *ctx)
         goto out;
     }
     all = malloc(total ? (size_t)total : 1);
-    /* Everybody must still enter the Allgatherv; an allocation failure shows up as a
-     * decode failure after it instead of a hang. */
-    rc = MPI_Allgatherv(mine, mylen, MPI_BYTE, all ? all : mine, counts, displs, MPI_BYTE,
-                        ctx->comm);
-    if (all == NULL) {
-        st = MPIXFER_ERR_NO_MEMORY;
-        goto out;
+    /* Everybody must have room before anybody receives: agree first, so a failed
+     * allocation anywhere fails the bootstrap everywhere instead of overrunning a buffer. */
+    {
+        int ok = all != NULL, all_ok = 0;
+        rc = MPI_Iallreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, ctx->comm, &req);
+        if (rc == MPI_SUCCESS)
+            rc = wait_progressing(ctx, &req);
+        if (rc != MPI_SUCCESS) {
+            st = MPIXFER__MPI_ERR("MPI_Iallreduce", rc);
+            goto out;
+        }
+        if (!all_ok) {
+            st = MPIXFER_ERR_NO_MEMORY;
+            LOG_WARN("bootstrap: a rank has no memory for %lld bytes of descriptors", total);
+            goto out;
+        }
     }
+    rc = MPI_Iallgatherv(mine, mylen, MPI_BYTE, all, counts, displs, MPI_BYTE, ctx->comm, &req);
+    if (rc == MPI_SUCCESS)
+        rc = wait_progressing(ctx, &req);
     if (rc != MPI_SUCCESS) {
-        st = MPIXFER__MPI_ERR("MPI_Allgatherv", rc);
+        st = MPIXFER__MPI_ERR("MPI_Iallgatherv", rc);
         goto out;
     }
     st = unpack_all(ctx, all, counts, displs, &descs, &ndescs);
@@ -537,4 +679,18 @@ out:
     free(displs);
     mpixfer__unlock(ctx);
     return st;
+}
+
+mpixfer_status_t mpixfer_context_data_path(const mpixfer_context_t *ctx, int rank,
+                                           mpixfer_data_path_t *path_p)
+{
+    if (ctx == NULL || path_p == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx or path_p is NULL");
+    if (rank < 0 || rank >= ctx->size)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "rank %d is not in 0..%d", rank, ctx->size - 1);
+    /* The peer_path array never changes after creation: no lock needed. */
+    *path_p = ctx->peer_path == NULL || rank == ctx->rank
+                  ? MPIXFER_DATA_PATH_RMA
+                  : (mpixfer_data_path_t)ctx->peer_path[rank];
+    return MPIXFER_OK;
 }

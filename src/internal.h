@@ -178,6 +178,8 @@ struct mpixfer_context {
     bool has_win;
     mpixfer_context_params_t params;
     mpixfer_gpu_path_t gpu_path;
+    /* Per rank: MPIXFER_DATA_PATH_RMA or _MESSAGES (never AUTO); NULL on one process. */
+    uint8_t *peer_path;
     mpixfer__arena_t *arena; /* NULL without an arena */
     mpixfer_stats_t stats;
     uint64_t next_request_id;

@@ -285,8 +285,11 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     for (size_t i = 0; i < req->src.count; i++)
         ctx->stats.bytes += req->src.descs[i].len;
 
-    /* Staged: VRAM without a CUDA-aware MPI, and anything to another job (no window). */
+    /* Staged: VRAM without a CUDA-aware MPI, anything to another job (no window), and
+     * peers on other nodes the context reaches by messages. */
     if (r->link != NULL ||
+        (local_target == NULL && ctx->peer_path != NULL &&
+         ctx->peer_path[r->rank] == MPIXFER_DATA_PATH_MESSAGES) ||
         ((req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM) &&
          ctx->gpu_path == MPIXFER_GPU_PATH_STAGED && local_target == NULL)) {
         st = mpixfer__staged_start(ctx, x, req);
