@@ -243,7 +243,29 @@ static mpixfer_status_t r_inbox_null(fx_t *f)
     return mpixfer_get_notified_sync_messages(f->A, NULL, &n);
 }
 
+static mpixfer_status_t r_path_null_ctx(fx_t *f)
+{
+    mpixfer_data_path_t p;
+    (void)f;
+    return mpixfer_context_data_path(NULL, 0, &p);
+}
+static mpixfer_status_t r_path_null_out(fx_t *f) { return mpixfer_context_data_path(f->ctx, 0, NULL); }
+static mpixfer_status_t r_path_rank_neg(fx_t *f)
+{
+    mpixfer_data_path_t p;
+    return mpixfer_context_data_path(f->ctx, -1, &p);
+}
+static mpixfer_status_t r_path_rank_size(fx_t *f)
+{
+    mpixfer_data_path_t p;
+    return mpixfer_context_data_path(f->ctx, tst_size(), &p);
+}
+
 static const row_t rows[] = {
+    {"context_data_path(NULL ctx)", r_path_null_ctx, MPIXFER_ERR_INVALID_ARG},
+    {"context_data_path(path_p NULL)", r_path_null_out, MPIXFER_ERR_INVALID_ARG},
+    {"context_data_path rank -1", r_path_rank_neg, MPIXFER_ERR_INVALID_ARG},
+    {"context_data_path rank == size", r_path_rank_size, MPIXFER_ERR_INVALID_ARG},
     {"context_create(MPI_COMM_NULL)", r_ctx_null_comm, MPIXFER_ERR_INVALID_ARG},
     {"context_create(ctx_p NULL)", r_ctx_null_out, MPIXFER_ERR_INVALID_ARG},
     {"context_destroy(NULL)", r_ctx_destroy_null, MPIXFER_ERR_INVALID_ARG},

@@ -221,6 +221,27 @@ int main(int argc, char **argv)
                                            tdst + (uint64_t)pass * (N / 4), N / 4, NULL, 0);
         mpixfer_request_free(x);
     }
+    /* The bytes went the way the context chose for each peer (the messages variant of this
+     * test sets MPIXFER_DATA_PATH=messages): both must really be in use. */
+    const char *env_path = getenv("MPIXFER_DATA_PATH");
+    bool messages = env_path != NULL && strcmp(env_path, "messages") == 0;
+    mpixfer_stats_t stats;
+    CHECK_OK(mpixfer_context_stats(ctx, &stats));
+    for (int r = 0; r < size; r++) {
+        mpixfer_data_path_t path;
+        CHECK_OK(mpixfer_context_data_path(ctx, r, &path));
+        CHECK_MSG(path == (messages && r != rank ? MPIXFER_DATA_PATH_MESSAGES
+                                                 : MPIXFER_DATA_PATH_RMA),
+                  "data path to rank %d is %d", r, (int)path);
+    }
+    if (size > 1 && messages)
+        CHECK_MSG(stats.staged_chunks > 0 && stats.rma_ops == 0,
+                  "messages path: %llu chunks, %llu RMA ops",
+                  (unsigned long long)stats.staged_chunks, (unsigned long long)stats.rma_ops);
+    else if (size > 1)
+        CHECK_MSG(stats.rma_ops > 0 && stats.staged_chunks == 0,
+                  "RMA path: %llu chunks, %llu RMA ops", (unsigned long long)stats.staged_chunks,
+                  (unsigned long long)stats.rma_ops);
     /* Every rank has submitted before anyone tears down its target agent; A's destruction
      * completes its in-flight (orphaned) requests before any B detaches its memory. */
     tst_barrier_progress(ctx);
