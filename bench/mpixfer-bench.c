@@ -174,7 +174,7 @@ static void usage(FILE *f)
             "                       No GPU: prints \"no GPU: skipping VRAM\" and exits 0;\n"
             "                       MPIXFER_GPU_EMULATE=1 runs it on host memory.\n"
             "  --iters N            timed requests per method and point (default adaptive:\n"
-            "                       as many as fit in --budget, 3 .. 20000)\n"
+            "                       as many as fit in --budget, 10 .. 20000)\n"
             "  --warmup N           untimed requests before each method (default: at least\n"
             "                       1, for a tenth of the budget, at most 100)\n"
             "  --budget SECONDS     adaptive timing budget per method and point (default 0.05)\n"
@@ -1103,12 +1103,15 @@ static void timed_methods(bench_t *b, point_t *p, const bool *active)
             iters[m] = o->iters;
         } else {
             double est = el / (double)w, want = est > 0 ? o->budget / est : MAX_ITERS;
-            iters[m] = want < 3 ? 3 : want > MAX_ITERS ? MAX_ITERS : (long)want;
+            /* At least 10: a median of fewer requests of tens of ms moves by 10-20 % on a
+             * busy 2-core machine, and the targets compare such medians. */
+            iters[m] = want < 10 ? 10 : want > MAX_ITERS ? MAX_ITERS : (long)want;
         }
         if (iters[m] > most)
             most = iters[m];
     }
-    long rounds = most < 5 ? 1 : 5;
+    /* Fine interleaving: a slow drift of the machine's speed hits every method alike. */
+    long rounds = most < 10 ? most : 10;
     for (long r = 0; r < rounds; r++)
         for (int m = 0; m < M_COUNT; m++) {
             if (!active[m])

@@ -327,11 +327,15 @@ const char *mpixfer__gpu_unavailable_reason(void);
 mpixfer_status_t mpixfer__gpu_check_desc(mpixfer_mem_type_t type, const mpixfer_mem_desc_t *d);
 /* Copy in any direction between host and device memory (synchronous). */
 mpixfer_status_t mpixfer__gpu_copy(void *dst, const void *src, size_t len);
-/* memcpy when @p device is false (both sides host memory), else mpixfer__gpu_copy. */
+/* --------------------------------------------------------------- copy.c */
+/* Host memory to host memory, ranges may overlap; fastest form for large ranges. */
+void mpixfer__host_copy(void *dst, const void *src, size_t len);
+
+/* A host copy when @p device is false (both sides host memory), else mpixfer__gpu_copy. */
 static inline mpixfer_status_t mpixfer__copy(void *dst, const void *src, size_t len, bool device)
 {
     if (!device) {
-        memmove(dst, src, len);
+        mpixfer__host_copy(dst, src, len);
         return MPIXFER_OK;
     }
     return mpixfer__gpu_copy(dst, src, len);

@@ -87,9 +87,9 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
             void *p = mpixfer__arena_map(ctx, rank, d, len);
             if (p != NULL) {
                 if (op == MPIXFER_OP_WRITE)
-                    memcpy(p, (const void *)s, len);
+                    mpixfer__host_copy(p, (const void *)s, len);
                 else
-                    memcpy((void *)s, p, len);
+                    mpixfer__host_copy((void *)s, p, len);
                 ctx->stats.shm_copies++;
                 continue;
             }
