@@ -3,8 +3,11 @@
  * double frees, freeing registered memory), then transfers arena<->arena (shared-memory
  * copies), foreign->arena, arena->foreign and foreign->foreign (dynamic window), WRITE and
  * READ, 64 scattered 16 KiB blocks per request, every byte checked, and the sync message
- * arriving only after the data.
+ * arriving only after the data. Last, 4 threads at once move their own slices between our
+ * arena and the peer's (copies without the context lock), inline and queued requests.
  */
+#include <pthread.h>
+
 #include "common.h"
 
 #define ARENA (8u << 20)
@@ -72,6 +75,74 @@ static void alloc_errors(mpixfer_context_t *ctx)
     CHECK_OK(tst_deregister(a, q, 4096));
     CHECK_OK(mpixfer_mem_free(ctx, q));
     CHECK_OK(mpixfer_agent_destroy(a));
+}
+
+/* ---- several threads at once into the peer's arena */
+#define NTHREADS 4
+#define SLICE (POOL / NTHREADS)
+
+typedef struct {
+    mpixfer_agent_t *agent;
+    const char *remote;
+    uint8_t *local, *back; /* our arena slice, our foreign slice (READ target) */
+    uint64_t remote_addr;  /* our slice of the peer's arena */
+    int id, rank;
+} slice_job_t;
+
+static void slice_xfer(slice_job_t *j, mpixfer_op_t op, uint8_t *buf, size_t nblk)
+{
+    size_t blk = SLICE / nblk;
+    mpixfer_mem_desc_t s[128], d[128];
+    for (size_t i = 0; i < nblk; i++) {
+        s[i] = tst_desc(buf + i * blk, blk);
+        d[i] = tst_desc((void *)(uintptr_t)(j->remote_addr + (nblk - 1 - i) * blk), blk);
+    }
+    mpixfer_transfer_request_t r;
+    memset(&r, 0, sizeof r);
+    r.op = op;
+    r.src = tst_descs(MPIXFER_MEM_DRAM, s, nblk);
+    r.dst = tst_descs(MPIXFER_MEM_DRAM, d, nblk);
+    r.remote_name = j->remote;
+    mpixfer_request_t *x = NULL;
+    CHECK_OK(mpixfer_submit_transfer(j->agent, &r, &x));
+    TST_WAIT_OK(x);
+}
+
+static void *slice_worker(void *arg)
+{
+    slice_job_t *j = arg;
+    for (uint32_t it = 0; it < 40; it++) {
+        /* 128 blocks: queued, issued by the waiting thread; 16 blocks: issued by submit. */
+        size_t nblk = it % 2 ? 16 : 128;
+        uint32_t tag = 5000 + (uint32_t)j->id * 100 + it;
+        tst_pattern_fill(j->local, SLICE, (uint32_t)j->rank, tag, 0);
+        memset(j->back, 0, SLICE);
+        slice_xfer(j, MPIXFER_OP_WRITE, j->local, nblk);
+        slice_xfer(j, MPIXFER_OP_READ, j->back, nblk);
+        CHECK_PATTERN(j->back, SLICE, (uint32_t)j->rank, tag, 0);
+    }
+    return NULL;
+}
+
+static void threaded_slices(mpixfer_context_t *ctx, mpixfer_agent_t *as, const char *remote,
+                            uint8_t *arena_src, uint8_t *foreign_src, uint64_t peer_arena_dst,
+                            int rank)
+{
+    pthread_t th[NTHREADS];
+    slice_job_t jobs[NTHREADS];
+    for (int t = 0; t < NTHREADS; t++) {
+        jobs[t] = (slice_job_t){as,
+                                remote,
+                                arena_src + (size_t)t * SLICE,
+                                foreign_src + (size_t)t * SLICE,
+                                peer_arena_dst + (uint64_t)t * SLICE,
+                                t,
+                                rank};
+        CHECK(pthread_create(&th[t], NULL, slice_worker, &jobs[t]) == 0);
+    }
+    for (int t = 0; t < NTHREADS; t++)
+        CHECK(pthread_join(th[t], NULL) == 0);
+    tst_barrier_progress(ctx);
 }
 
 int main(int argc, char **argv)
@@ -190,6 +261,10 @@ int main(int argc, char **argv)
                     CHECK_PATTERN(pool[1][dk], POOL, rank, 100 + iter, 0);
                 tst_barrier_progress(ctx);
             }
+
+    /* The peer's threads write into our arena meanwhile: our agents stay until all are
+     * done (threaded_slices ends with a barrier that keeps progress going). */
+    threaded_slices(ctx, as, pdn, pool[0][0], pool[0][1], dst_addr[0][peer], rank);
 
     CHECK_OK(mpixfer_agent_destroy(as));
     CHECK_OK(mpixfer_agent_destroy(ad));

@@ -96,6 +96,21 @@ static bool ucx_tcp_only(void)
     return tcp;
 }
 
+/* MPIXFER_ISSUE=locked|auto|unlocked (see issue_mode in internal.h). */
+static int issue_mode_from_env(void)
+{
+    const char *e = getenv("MPIXFER_ISSUE");
+
+    if (e == NULL || e[0] == '\0' || strcmp(e, "auto") == 0)
+        return 1;
+    if (strcmp(e, "locked") == 0)
+        return 0;
+    if (strcmp(e, "unlocked") == 0)
+        return 2;
+    LOG_WARN("MPIXFER_ISSUE='%s' is none of locked, auto, unlocked; using auto", e);
+    return 1;
+}
+
 static mpixfer_data_path_t wanted_data_path(mpixfer_data_path_t p)
 {
     const char *e = getenv("MPIXFER_DATA_PATH");
@@ -229,6 +244,7 @@ mpixfer_status_t mpixfer_context_create_with_params(MPI_Comm comm,
     if (ctx->params.gpu_pipeline_depth == 0 || ctx->params.gpu_pipeline_depth > 64)
         ctx->params.gpu_pipeline_depth = 4;
     ctx->gpu_path = mpixfer__gpu_choose_path();
+    ctx->issue_mode = issue_mode_from_env();
     if (ctx->params.stall_timeout_ms == 0)
         ctx->params.stall_timeout_ms = (unsigned)env_size("MPIXFER_STALL_TIMEOUT_MS", 60000);
     if (ctx->params.arena_size == 0)

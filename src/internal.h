@@ -163,6 +163,7 @@ struct mpixfer_request {
     /* The request of the last MPI op (MPI_Rput/MPI_Rget): progress tests it and flushes
      * only once it is done, so no wait ever blocks on a peer that does not progress. */
     MPI_Request mpi_done;
+    bool issuing; /* a waiting thread issues the deferred lists without the lock */
     mpixfer_status_t issue_err;
     struct mpixfer_request *next_pending;
 };
@@ -178,6 +179,10 @@ struct mpixfer_context {
     bool has_win;
     mpixfer_context_params_t params;
     mpixfer_gpu_path_t gpu_path;
+    /* MPIXFER_ISSUE: which transfers move their bytes without the context lock.
+     * 0 "locked": none; 1 "auto" (default): those made only of copies into node peers'
+     * arenas (no MPI call); 2 "unlocked": also MPI RMA at MPI_THREAD_MULTIPLE. */
+    int issue_mode;
     /* Per rank: MPIXFER_DATA_PATH_RMA or _MESSAGES (never AUTO); NULL on one process. */
     uint8_t *peer_path;
     mpixfer__arena_t *arena; /* NULL without an arena */
@@ -312,11 +317,13 @@ void *mpixfer__arena_map(const mpixfer_context_t *ctx, int rank, uintptr_t addr,
 /* -------------------------------------------------------------- rma.c */
 /* Issue the puts/gets of validated pairs to @p rank: copies for this process and for a
  * node peer's arena, MPI_Put/MPI_Get otherwise; *mpi_ops_p counts the latter (0: the
- * transfer is complete on return). */
+ * transfer is complete on return). Adds what it did to @p counts (not to ctx->stats), and
+ * touches nothing of the context that changes after creation: a caller at
+ * MPI_THREAD_MULTIPLE may run it without the lock for another process's memory. */
 mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
                                     size_t count, bool device, size_t *mpi_ops_p,
-                                    MPI_Request *done_p);
+                                    MPI_Request *done_p, mpixfer_stats_t *counts);
 mpixfer_status_t mpixfer__rma_flush(mpixfer_context_t *ctx, int rank);
 
 /* --------------------------------------------------------------- gpu.c */

@@ -56,7 +56,7 @@ static mpixfer_status_t issue_held(mpixfer_context_t *ctx, mpixfer_op_t op, int 
 mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int rank,
                                     const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst,
                                     size_t count, bool device, size_t *mpi_ops_p,
-                                    MPI_Request *done_p)
+                                    MPI_Request *done_p, mpixfer_stats_t *counts)
 {
     size_t i = 0, mpi_ops = 0;
     held_op_t held = {0, 0, 0};
@@ -79,7 +79,7 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
                                         : mpixfer__copy((void *)s, (const void *)d, len, device);
             if (st != MPIXFER_OK)
                 goto out;
-            ctx->stats.local_copies++;
+            counts->local_copies++;
             continue;
         }
         if (ctx->arena != NULL) {
@@ -90,7 +90,7 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
                     mpixfer__host_copy(p, (const void *)s, len);
                 else
                     mpixfer__host_copy((void *)s, p, len);
-                ctx->stats.shm_copies++;
+                counts->shm_copies++;
                 continue;
             }
         }
@@ -100,7 +100,7 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
             goto out;
         held = (held_op_t){s, d, len};
         mpi_ops++;
-        ctx->stats.rma_ops++;
+        counts->rma_ops++;
     }
     /* MPI completes an Rput/Rget locally; at remote completion only the flush progress
      * makes once the request is done, which then has nothing left to wait for. */
