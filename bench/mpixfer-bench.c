@@ -389,7 +389,9 @@ static int parse_opts(int argc, char **argv, opts_t *o)
 
 /* ------------------------------------------------------------------ points */
 
-typedef enum { M_MPIXFER = 0, M_RAW = 1, M_COPY = 2, M_COUNT = 3 } method_t;
+/* M_HIDX: the same puts/gets as M_RAW, as one MPI_Put/MPI_Get of two hindexed datatypes
+ * built per request (batches only): the derived-datatype variant the issue asked to try. */
+typedef enum { M_MPIXFER = 0, M_RAW = 1, M_COPY = 2, M_HIDX = 3, M_COUNT = 4 } method_t;
 
 typedef struct {
     bool valid;
@@ -684,6 +686,7 @@ struct run {
     uintptr_t *rptr; /* raw: displacement; copy: pointer */
     MPI_Win win;     /* raw */
     int target;      /* raw: the partner's rank in win */
+    MPI_Aint *ldisp, *rdisp; /* hindexed: displacements, rebuilt per request */
     mpixfer_mem_type_t src_type, dst_type; /* mpixfer */
     double *lat, *post; /* per timed request, seconds */
     long n;             /* timed requests so far */
@@ -703,7 +706,7 @@ static const char *mem_label(const bench_t *b, memkind_t m)
 
 static const char *method_label(const bench_t *b, const point_t *p, method_t m)
 {
-    static const char *const names[M_COUNT] = {"mpixfer", "raw-mpi", "memcpy"};
+    static const char *const names[M_COUNT] = {"mpixfer", "raw-mpi", "memcpy", "hindexed"};
     if (m == M_COPY && p->mem == MEM_XPU)
         return "cudaMemcpy";
     (void)b;
@@ -866,6 +869,41 @@ static double raw_once(bench_t *b, const point_t *p, const run_t *u, double *pos
     return t2 - t0;
 }
 
+/* The raw pattern as one op: origin and target hindexed types built for this request (a
+ * library would have to build them per request too), one Put/Get, one flush. */
+static double hidx_once(bench_t *b, const point_t *p, const run_t *u, double *post)
+{
+    (void)b;
+    const int n = (int)p->batch, cnt = (int)p->block;
+    MPI_Datatype lt, rt;
+    double t0 = MPI_Wtime();
+    /* The target displacement is the lowest block (osc/rdma looks the displacement itself up
+     * among the attached regions), the type's displacements are relative to it. */
+    MPI_Aint base = (MPI_Aint)u->rptr[0];
+    for (int i = 1; i < n; i++)
+        if ((MPI_Aint)u->rptr[i] < base)
+            base = (MPI_Aint)u->rptr[i];
+    for (int i = 0; i < n; i++) {
+        u->ldisp[i] = (MPI_Aint)(uintptr_t)u->lptr[i];
+        u->rdisp[i] = (MPI_Aint)u->rptr[i] - base;
+    }
+    MPICHK(MPI_Type_create_hindexed_block(n, cnt, u->ldisp, MPI_BYTE, &lt));
+    MPICHK(MPI_Type_create_hindexed_block(n, cnt, u->rdisp, MPI_BYTE, &rt));
+    MPICHK(MPI_Type_commit(&lt));
+    MPICHK(MPI_Type_commit(&rt));
+    if (p->op == MPIXFER_OP_WRITE)
+        MPICHK(MPI_Put(MPI_BOTTOM, 1, lt, u->target, base, 1, rt, u->win));
+    else
+        MPICHK(MPI_Get(MPI_BOTTOM, 1, lt, u->target, base, 1, rt, u->win));
+    MPICHK(MPI_Type_free(&lt));
+    MPICHK(MPI_Type_free(&rt));
+    double t1 = MPI_Wtime();
+    MPICHK(MPI_Win_flush(u->target, u->win));
+    double t2 = MPI_Wtime();
+    *post = t1 - t0;
+    return t2 - t0;
+}
+
 /* The copy reference: memcpy of the same blocks (locally, or through the peer's mapping). */
 static double memcpy_once(bench_t *b, const point_t *p, const run_t *u, double *post)
 {
@@ -966,7 +1004,8 @@ static void method_setup(bench_t *b, const point_t *p, method_t m)
         u->fn = mpixfer_once;
         return;
     }
-    case M_RAW: {
+    case M_RAW:
+    case M_HIDX: {
         unsigned char *l;
         MPI_Aint base;
         if (p->mem == MEM_ARENA) {
@@ -984,7 +1023,7 @@ static void method_setup(bench_t *b, const point_t *p, method_t m)
             u->lptr[i] = l + (is ? is[i] : i) * bs;
             u->rptr[i] = (uintptr_t)(base + (MPI_Aint)((ts ? ts[i] : i) * bs));
         }
-        u->fn = raw_once;
+        u->fn = m == M_HIDX ? hidx_once : raw_once;
         return;
     }
     default: {
@@ -1019,6 +1058,8 @@ static void sync_windows(bench_t *b)
 
 static bool method_runs(const bench_t *b, const point_t *p, method_t m)
 {
+    if (m == M_HIDX && (p->batch < 2 || p->mem == MEM_XPU))
+        return false;
     return !(p->mem == MEM_XPU && m == M_RAW && !b->x_raw);
 }
 
@@ -1829,9 +1870,11 @@ int main(int argc, char **argv)
                 die("out of memory");
             u->lptr = calloc(maxbatch, sizeof *u->lptr);
             u->rptr = calloc(maxbatch, sizeof *u->rptr);
+            u->ldisp = calloc(maxbatch, sizeof *u->ldisp);
+            u->rdisp = calloc(maxbatch, sizeof *u->rdisp);
             u->lat = calloc(maxiters, sizeof *u->lat);
             u->post = calloc(maxiters, sizeof *u->post);
-            if (!u->lptr || !u->rptr || !u->lat || !u->post)
+            if (!u->lptr || !u->rptr || !u->ldisp || !u->rdisp || !u->lat || !u->post)
                 die("out of memory");
             b.run[m] = u;
         }
