@@ -673,6 +673,12 @@ typedef struct {
     size_t *islot_v, *tslot_v;
     mpixfer_mem_desc_t *src_descs, *dst_descs;
     struct run *run[M_COUNT]; /* initiator: how each method moves the current point */
+    struct {
+        int count;                    /* 0: not measured */
+        double reg_one_ms, dereg_one_ms; /* one call with every region */
+        double reg_each_ms, dereg_each_ms; /* one call per region */
+        long attach_one, attach_each; /* window attachments the registrations added */
+    } reg;
 } bench_t;
 
 typedef struct run run_t;
@@ -867,6 +873,72 @@ static double raw_once(bench_t *b, const point_t *p, const run_t *u, double *pos
     double t2 = MPI_Wtime();
     *post = t1 - t0;
     return t2 - t0;
+}
+
+/*
+ * Registration cost (rank 0, local): count adjacent 4 KiB regions of one pool, the layout
+ * of a KV-cache pool, registered and deregistered by one call with every descriptor, then
+ * by one call per region, with a spare agent; and the window attachments each way added.
+ */
+static void bench_registration(bench_t *b, int count)
+{
+    const size_t blk = 4096;
+    unsigned char *pool = alloc_touched((size_t)count * blk);
+    mpixfer_mem_desc_t *d = calloc((size_t)count, sizeof *d);
+    mpixfer_agent_t *a = NULL;
+    mpixfer_agent_config_t cfg = MPIXFER_AGENT_CONFIG_INIT;
+    mpixfer_stats_t s0, s1;
+    if (!d)
+        die("out of memory");
+    cfg.name = "bench-registration";
+    XF(mpixfer_agent_create(b->ctx, &cfg, &a));
+    for (int i = 0; i < count; i++)
+        d[i] = (mpixfer_mem_desc_t){(uintptr_t)(pool + (size_t)i * blk), blk, 0};
+
+    mpixfer_mem_descs_t all = {MPIXFER_MEM_DRAM, d, (size_t)count};
+    XF(mpixfer_context_stats(b->ctx, &s0));
+    double t0 = MPI_Wtime();
+    XF(mpixfer_register_memory(a, &all));
+    double t1 = MPI_Wtime();
+    XF(mpixfer_context_stats(b->ctx, &s1));
+    XF(mpixfer_deregister_memory(a, &all));
+    double t2 = MPI_Wtime();
+    b->reg.reg_one_ms = (t1 - t0) * 1e3;
+    b->reg.dereg_one_ms = (t2 - t1) * 1e3;
+    b->reg.attach_one = (long)s1.window_attachments - (long)s0.window_attachments;
+
+    t0 = MPI_Wtime();
+    for (int i = 0; i < count; i++) {
+        mpixfer_mem_descs_t one = {MPIXFER_MEM_DRAM, &d[i], 1};
+        XF(mpixfer_register_memory(a, &one));
+    }
+    t1 = MPI_Wtime();
+    XF(mpixfer_context_stats(b->ctx, &s1));
+    for (int i = 0; i < count; i++) {
+        mpixfer_mem_descs_t one = {MPIXFER_MEM_DRAM, &d[i], 1};
+        XF(mpixfer_deregister_memory(a, &one));
+    }
+    t2 = MPI_Wtime();
+    b->reg.reg_each_ms = (t1 - t0) * 1e3;
+    b->reg.dereg_each_ms = (t2 - t1) * 1e3;
+    b->reg.attach_each = (long)s1.window_attachments - (long)s0.window_attachments;
+    b->reg.count = count;
+    XF(mpixfer_agent_destroy(a));
+    free(d);
+    free(pool);
+}
+
+static void print_registration(const bench_t *b)
+{
+    if (b->reg.count == 0)
+        return;
+    printf("\n# registration (rank 0): %d adjacent 4 KiB regions of one pool\n", b->reg.count);
+    printf("  one call with all:  register %8.2f ms, deregister %8.2f ms, window attachments "
+           "added %ld\n",
+           b->reg.reg_one_ms, b->reg.dereg_one_ms, b->reg.attach_one);
+    printf("  one call each:      register %8.2f ms, deregister %8.2f ms, window attachments "
+           "added %ld\n",
+           b->reg.reg_each_ms, b->reg.dereg_each_ms, b->reg.attach_each);
 }
 
 /* The raw pattern as one op: origin and target hindexed types built for this request (a
@@ -1543,7 +1615,21 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
         json_string(f, t[i].detail);
         fputc('}', f);
     }
-    fprintf(f, "\n  }\n}\n");
+    fprintf(f, "\n  }");
+    if (b->reg.count > 0) {
+        fprintf(f, ",\n  \"registration\": {\"regions\": %d, \"region_bytes\": 4096, "
+                   "\"one_call\": {\"register_ms\": ", b->reg.count);
+        json_num(f, b->reg.reg_one_ms);
+        fprintf(f, ", \"deregister_ms\": ");
+        json_num(f, b->reg.dereg_one_ms);
+        fprintf(f, ", \"window_attachments\": %ld}, \"one_call_each\": {\"register_ms\": ",
+                b->reg.attach_one);
+        json_num(f, b->reg.reg_each_ms);
+        fprintf(f, ", \"deregister_ms\": ");
+        json_num(f, b->reg.dereg_each_ms);
+        fprintf(f, ", \"window_attachments\": %ld}}", b->reg.attach_each);
+    }
+    fprintf(f, "\n}\n");
     if (fclose(f) != 0)
         fprintf(stderr, "mpixfer-bench: error writing %s\n", path);
 }
@@ -1918,9 +2004,14 @@ int main(int argc, char **argv)
         run_point(&b, &pts[i], i);
     }
 
+    /* Registration cost: in the suite only (10,000 regions; 1,000 with --quick). */
+    if (g_rank == 0 && o.pattern == PAT_SUITE)
+        bench_registration(&b, o.quick ? 1000 : 10000);
+
     if (g_rank == 0) {
         target_t t[NTARGETS];
         print_table(&b, pts, npoints, size / 2);
+        print_registration(&b);
         eval_targets(&b, pts, npoints, t);
         print_targets(t);
         if (o.json)

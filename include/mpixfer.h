@@ -261,6 +261,10 @@ typedef struct {
     uint64_t staged_chunks; /**< chunks sent by the staged protocol (VRAM, other jobs,
                                  peers reached by messages) */
     uint64_t bytes;         /**< bytes of all transfers submitted */
+    /** Ranges attached to the dynamic window now (not a counter): registrations that touch
+     *  or overlap share one, so 10,000 adjacent KV blocks take 1 of the MPI's few (Open
+     *  MPI's osc/rdma allows 64 per process). */
+    uint64_t window_attachments;
 } mpixfer_stats_t;
 
 /**

@@ -190,6 +190,49 @@ int main(int argc, char **argv)
     }
     tst_barrier_progress(ctx);
 
+    /* ---- 10,000 adjacent 4 KiB KV blocks: one window attachment, one call or 10,000 */
+    {
+        enum { NKV = 10000, KV = 4096 };
+        uint8_t *kv = tst_alloc((size_t)NKV * KV);
+        mpixfer_mem_desc_t *kd = calloc(NKV, sizeof *kd);
+        CHECK(kd != NULL);
+        for (int i = 0; i < NKV; i++)
+            kd[i] = tst_desc(kv + (size_t)i * KV, KV);
+        mpixfer_stats_t s0, s1;
+        CHECK_OK(mpixfer_context_stats(ctx, &s0));
+        CHECK_OK(reg_list(B, MPIXFER_MEM_DRAM, kd, NKV));
+        CHECK_OK(mpixfer_context_stats(ctx, &s1));
+        /* At most one more (none where the pool touches a range attached already); a
+         * one-process context has no window at all. */
+        CHECK_MSG(s1.window_attachments <= s0.window_attachments + 1,
+                  "10,000 adjacent registrations took %llu window attachments",
+                  (unsigned long long)(s1.window_attachments - s0.window_attachments));
+        if (size == 1)
+            CHECK(s1.window_attachments == 0);
+        mpixfer_mem_descs_t all = tst_descs(MPIXFER_MEM_DRAM, kd, NKV);
+        CHECK_OK(mpixfer_deregister_memory(B, &all));
+        CHECK_OK(mpixfer_context_stats(ctx, &s1));
+        CHECK(s1.window_attachments == s0.window_attachments);
+        for (int i = 0; i < NKV; i++)
+            CHECK_OK(reg_list(B, MPIXFER_MEM_DRAM, &kd[i], 1));
+        CHECK_OK(mpixfer_context_stats(ctx, &s1));
+        CHECK(s1.window_attachments <= s0.window_attachments + 1);
+        /* Half of them go; the rest keep the pool attached; then the rest go too. */
+        for (int i = 0; i < NKV; i += 2)
+            CHECK_OK(mpixfer_deregister_memory(B, &(mpixfer_mem_descs_t){MPIXFER_MEM_DRAM,
+                                                                         &kd[i], 1}));
+        CHECK_OK(mpixfer_context_stats(ctx, &s1));
+        /* A merged range stays attached while any of its registrations is left. */
+        CHECK(s1.window_attachments <= s0.window_attachments + 1);
+        for (int i = 1; i < NKV; i += 2)
+            CHECK_OK(mpixfer_deregister_memory(B, &(mpixfer_mem_descs_t){MPIXFER_MEM_DRAM,
+                                                                         &kd[i], 1}));
+        CHECK_OK(mpixfer_context_stats(ctx, &s1));
+        CHECK(s1.window_attachments == s0.window_attachments);
+        free(kd);
+        free(kv);
+    }
+
     CHECK_OK(mpixfer_agent_destroy(A));
     CHECK_OK(mpixfer_agent_destroy(B));
     CHECK_OK(mpixfer_context_destroy(ctx));

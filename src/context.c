@@ -424,6 +424,7 @@ mpixfer_status_t mpixfer_context_stats(mpixfer_context_t *ctx, mpixfer_stats_t *
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx or stats_p is NULL");
     mpixfer__lock(ctx);
     *stats_p = ctx->stats;
+    stats_p->window_attachments = ctx->has_win ? ctx->nattach : 0;
     mpixfer__unlock(ctx);
     return MPIXFER_OK;
 }
