@@ -82,12 +82,11 @@ static void arena_free_struct(mpixfer__arena_t *a)
 mpixfer_status_t mpixfer__arena_create(mpixfer_context_t *ctx, size_t size)
 {
     mpixfer__arena_t *a = calloc(1, sizeof(*a));
-    MPI_Group g_ctx = MPI_GROUP_NULL, g_node = MPI_GROUP_NULL;
     MPI_Info info = MPI_INFO_NULL;
     uint64_t mine[3];
     unsigned char *raw = NULL;
     uint64_t *all = NULL;
-    int *ranks = NULL, *node_ranks = NULL;
+    int *node_ranks = NULL;
     mpixfer_status_t st = MPIXFER_OK;
     int rc, n = ctx->size;
 
@@ -99,9 +98,7 @@ mpixfer_status_t mpixfer__arena_create(mpixfer_context_t *ctx, size_t size)
     a->peer_size = calloc((size_t)n, sizeof(*a->peer_size));
     a->peer_map = calloc((size_t)n, sizeof(*a->peer_map));
     all = malloc(3 * sizeof(uint64_t) * (size_t)n);
-    ranks = malloc(sizeof(int) * (size_t)n);
-    node_ranks = malloc(sizeof(int) * (size_t)n);
-    if (!a->peer_base || !a->peer_size || !a->peer_map || !all || !ranks || !node_ranks) {
+    if (!a->peer_base || !a->peer_size || !a->peer_map || !all) {
         /* Collective below: the others would wait for us. Out of memory this early is
          * beyond saving the job, but we must not crash; return and let MPI report. */
         st = MPIXFER_ERR_NO_MEMORY;
@@ -142,11 +139,9 @@ mpixfer_status_t mpixfer__arena_create(mpixfer_context_t *ctx, size_t size)
     for (int r = 0; r < n; r++) {
         a->peer_base[r] = all[3 * r];
         a->peer_size[r] = all[3 * r + 1];
-        ranks[r] = r;
     }
-    MPI_Comm_group(ctx->comm, &g_ctx);
-    MPI_Comm_group(a->node_comm, &g_node);
-    MPI_Group_translate_ranks(g_ctx, n, ranks, g_node, node_ranks);
+    if ((st = mpixfer__node_ranks(ctx, a->node_comm, &node_ranks)) != MPIXFER_OK)
+        goto out;
     for (int r = 0; r < n; r++) {
         MPI_Aint qsize = 0;
         int disp = 0;
@@ -189,12 +184,7 @@ mpixfer_status_t mpixfer__arena_create(mpixfer_context_t *ctx, size_t size)
              (void *)a->base);
 
 out:
-    if (g_ctx != MPI_GROUP_NULL)
-        MPI_Group_free(&g_ctx);
-    if (g_node != MPI_GROUP_NULL)
-        MPI_Group_free(&g_node);
     free(all);
-    free(ranks);
     free(node_ranks);
     if (st != MPIXFER_OK) {
         if (a->has_shwin)

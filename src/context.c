@@ -126,13 +126,46 @@ static mpixfer_data_path_t wanted_data_path(mpixfer_data_path_t p)
     return MPIXFER_DATA_PATH_AUTO;
 }
 
+mpixfer_status_t mpixfer__node_ranks(const mpixfer_context_t *ctx, MPI_Comm node,
+                                     int **node_rank_p)
+{
+    MPI_Group g_ctx = MPI_GROUP_NULL, g_node = MPI_GROUP_NULL;
+    int *all = malloc(sizeof(int) * (size_t)ctx->size);
+    int *map = malloc(sizeof(int) * (size_t)ctx->size);
+    mpixfer_status_t st = MPIXFER_OK;
+    int rc;
+
+    if (all == NULL || map == NULL) {
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto out;
+    }
+    for (int r = 0; r < ctx->size; r++)
+        all[r] = r;
+    MPI_Comm_group(ctx->comm, &g_ctx);
+    MPI_Comm_group(node, &g_node);
+    rc = MPI_Group_translate_ranks(g_ctx, ctx->size, all, g_node, map);
+    if (rc != MPI_SUCCESS) {
+        st = MPIXFER__MPI_ERR("MPI_Group_translate_ranks", rc);
+        goto out;
+    }
+    *node_rank_p = map;
+    map = NULL;
+out:
+    if (g_node != MPI_GROUP_NULL)
+        MPI_Group_free(&g_node);
+    if (g_ctx != MPI_GROUP_NULL)
+        MPI_Group_free(&g_ctx);
+    free(all);
+    free(map);
+    return st;
+}
+
 /* Collective: every process learns which ranks share its node, then picks per rank. */
 static mpixfer_status_t choose_data_paths(mpixfer_context_t *ctx)
 {
     mpixfer_data_path_t want = wanted_data_path(ctx->params.data_path);
     MPI_Comm node = MPI_COMM_NULL;
-    MPI_Group g_node = MPI_GROUP_NULL, g_all = MPI_GROUP_NULL;
-    int nnode = 0, *in = NULL, *out = NULL, remote = 0, rc;
+    int *node_rank = NULL, remote = 0, rc;
     mpixfer_status_t st = MPIXFER_OK;
 
     ctx->peer_path = malloc((size_t)ctx->size);
@@ -150,45 +183,23 @@ static mpixfer_status_t choose_data_paths(mpixfer_context_t *ctx)
         goto count;
     }
     want = ucx_tcp_only() ? MPIXFER_DATA_PATH_MESSAGES : MPIXFER_DATA_PATH_RMA;
-    memset(ctx->peer_path, want, (size_t)ctx->size);
-    MPI_Comm_size(node, &nnode);
-    in = malloc((size_t)nnode * sizeof(*in));
-    out = malloc((size_t)nnode * sizeof(*out));
-    if (in == NULL || out == NULL) {
-        st = MPIXFER_ERR_NO_MEMORY;
+    if ((st = mpixfer__node_ranks(ctx, node, &node_rank)) != MPIXFER_OK)
         goto out;
-    }
-    for (int i = 0; i < nnode; i++)
-        in[i] = i;
-    MPI_Comm_group(node, &g_node);
-    MPI_Comm_group(ctx->comm, &g_all);
-    rc = MPI_Group_translate_ranks(g_node, nnode, in, g_all, out);
-    if (rc != MPI_SUCCESS) {
-        st = MPIXFER__MPI_ERR("MPI_Group_translate_ranks", rc);
-        goto out;
-    }
     /* This node's processes share memory: RMA there is a copy that needs nobody's help. */
-    for (int i = 0; i < nnode; i++)
-        if (out[i] >= 0 && out[i] < ctx->size)
-            ctx->peer_path[out[i]] = MPIXFER_DATA_PATH_RMA;
+    for (int r = 0; r < ctx->size; r++)
+        ctx->peer_path[r] = node_rank[r] != MPI_UNDEFINED ? MPIXFER_DATA_PATH_RMA : want;
 count:
-    for (int i = 0; i < ctx->size; i++)
-        remote += ctx->peer_path[i] == MPIXFER_DATA_PATH_MESSAGES;
+    for (int r = 0; r < ctx->size; r++)
+        remote += ctx->peer_path[r] == MPIXFER_DATA_PATH_MESSAGES;
     if (remote > 0)
-        LOG_INFO("%d of %d ranks are reached by messages (%s)", remote,
-                 ctx->size,
+        LOG_INFO("%d of %d ranks are reached by messages (%s)", remote, ctx->size,
                  ctx->params.data_path == MPIXFER_DATA_PATH_MESSAGES ? "the params ask for it"
                  : getenv("MPIXFER_DATA_PATH") != NULL ? "MPIXFER_DATA_PATH"
                                                        : "UCX_TLS has TCP for the network");
 out:
-    if (g_node != MPI_GROUP_NULL)
-        MPI_Group_free(&g_node);
-    if (g_all != MPI_GROUP_NULL)
-        MPI_Group_free(&g_all);
     if (node != MPI_COMM_NULL)
         MPI_Comm_free(&node);
-    free(in);
-    free(out);
+    free(node_rank);
     return st;
 }
 

@@ -334,6 +334,11 @@ const char *mpixfer__gpu_unavailable_reason(void);
 mpixfer_status_t mpixfer__gpu_check_desc(mpixfer_mem_type_t type, const mpixfer_mem_desc_t *d);
 /* Copy in any direction between host and device memory (synchronous). */
 mpixfer_status_t mpixfer__gpu_copy(void *dst, const void *src, size_t len);
+/* For every rank of the context, its rank in @p node (a split of ctx->comm), or
+ * MPI_UNDEFINED; *node_rank_p (ctx->size entries) is the caller's to free. Local. */
+mpixfer_status_t mpixfer__node_ranks(const mpixfer_context_t *ctx, MPI_Comm node,
+                                     int **node_rank_p);
+
 /* --------------------------------------------------------------- copy.c */
 /* Host memory to host memory, ranges may overlap; fastest form for large ranges. */
 void mpixfer__host_copy(void *dst, const void *src, size_t len);
