@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "range_find.h"
 
 static atomic_uint name_counter;
 
@@ -428,38 +429,21 @@ out:
     return st;
 }
 
+#define AGENT_REGION_AT(agent, i) ((agent)->regions[i])
+#define AGENT_NREGIONS(agent) ((agent)->nregions)
+MPIXFER__DEFINE_RANGE_FIND(find_registered, const mpixfer_agent_t, AGENT_REGION_AT,
+                           AGENT_NREGIONS)
+
 mpixfer_status_t mpixfer__agent_find_region(const mpixfer_agent_t *agent, mpixfer_mem_type_t type,
                                             const mpixfer_mem_desc_t *d,
                                             mpixfer__region_t **region_p)
 {
-    size_t lo = 0, hi = agent->nregions;
-    uintptr_t a = d->addr, e = d->addr + d->len;
-    bool starts_inside = false;
+    size_t i;
+    mpixfer_status_t st = find_registered(agent, type, d, &i);
 
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (agent->regions[mid]->addr <= a)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    /* Registrations may overlap: the nearest one that starts before may be too short while
-     * an earlier, longer one holds the range. */
-    for (size_t i = lo; i-- > 0;) {
-        mpixfer__region_t *r = agent->regions[i];
-        if (r->type != type || (type == MPIXFER_MEM_VRAM && r->device != d->device_id))
-            continue;
-        if (a < r->addr + r->len) {
-            if (e <= r->addr + r->len) {
-                *region_p = r;
-                return MPIXFER_OK;
-            }
-            starts_inside = true;
-        }
-        if (lo - i > 4096)
-            break;
-    }
-    return starts_inside ? MPIXFER_ERR_OUT_OF_RANGE : MPIXFER_ERR_NOT_FOUND;
+    if (st == MPIXFER_OK)
+        *region_p = agent->regions[i];
+    return st;
 }
 
 /* -------------------------------------------------------------- remotes */

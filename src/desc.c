@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "range_find.h"
 #include "wire.h"
 
 #define DESC_MAGIC "MPXF"
@@ -151,36 +152,16 @@ void mpixfer__desc_fini(mpixfer__desc_t *desc)
     desc->nregions = 0;
 }
 
+#define DESC_REGION_AT(desc, i) (&(desc)->regions[i])
+#define DESC_NREGIONS(desc) ((desc)->nregions)
+MPIXFER__DEFINE_RANGE_FIND(find_advertised, const mpixfer__desc_t, DESC_REGION_AT,
+                           DESC_NREGIONS)
+
 mpixfer_status_t mpixfer__desc_find(const mpixfer__desc_t *desc, mpixfer_mem_type_t type,
                                     const mpixfer_mem_desc_t *d)
 {
-    size_t lo = 0, hi = desc->nregions;
-    uint64_t a = d->addr, e = (uint64_t)d->addr + d->len;
-    bool starts_inside = false;
-
-    /* Last region with addr <= a; regions sorted by addr, so candidates lie at or before
-     * it. Regions may overlap, so walk back while one could still contain a. */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (desc->regions[mid].addr <= a)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (size_t i = lo; i-- > 0;) {
-        const mpixfer__wire_region_t *r = &desc->regions[i];
-        if (r->type != (uint32_t)type || (type == MPIXFER_MEM_VRAM && r->device != d->device_id))
-            continue;
-        if (a < r->addr + r->len) {
-            if (e <= r->addr + r->len)
-                return MPIXFER_OK;
-            starts_inside = true;
-        }
-        /* Regions are few per agent in practice; bound the walk for hostile layouts. */
-        if (lo - i > 4096)
-            break;
-    }
-    return starts_inside ? MPIXFER_ERR_OUT_OF_RANGE : MPIXFER_ERR_NOT_FOUND;
+    size_t i;
+    return find_advertised(desc, type, d, &i);
 }
 
 /* -------------------------------------------------------- connection info

@@ -149,8 +149,12 @@ struct mpixfer_request {
     void *sync;
     size_t sync_len;
     bool has_sync;
+    /* Regions this request uses, one entry each time the descriptors move to another
+     * region: usually one or two, so they start in pins_inline and only a request that
+     * hops between many regions allocates (no allocation per descriptor either way). */
     mpixfer__region_t **pins;
-    size_t npins;
+    size_t npins, cap_pins;
+    mpixfer__region_t *pins_inline[4];
     bool orphaned; /* freed by the user while in flight: progress frees it */
     mpixfer__staged_t *staged; /* NULL for RMA transfers */
     /* Large RMA requests are issued by progress, not by submit, so posting stays cheap;

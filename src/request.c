@@ -24,16 +24,18 @@ static void unpin(mpixfer_request_t *x)
 {
     for (size_t i = 0; i < x->npins; i++)
         x->pins[i]->pins--;
-    free(x->pins);
+    if (x->pins != x->pins_inline)
+        free(x->pins);
     x->pins = NULL;
-    x->npins = 0;
+    x->npins = x->cap_pins = 0;
 }
 
 static void request_release(mpixfer_request_t *x)
 {
     mpixfer__staged_free(x->staged);
     free(x->dsrc);
-    free(x->pins);
+    if (x->pins != x->pins_inline)
+        free(x->pins);
     free(x->remote_name);
     free(x->sync);
     free(x);
@@ -194,6 +196,20 @@ static void enqueue(mpixfer_context_t *ctx, mpixfer_request_t *x)
     ctx->pending_tail = x;
 }
 
+static mpixfer_status_t grow_pins(mpixfer_request_t *x)
+{
+    size_t cap = 2 * x->cap_pins;
+    mpixfer__region_t **p = x->pins == x->pins_inline ? malloc(cap * sizeof(*p))
+                                                      : realloc(x->pins, cap * sizeof(*p));
+    if (p == NULL)
+        return MPIXFER_ERR_NO_MEMORY;
+    if (x->pins == x->pins_inline)
+        memcpy(p, x->pins_inline, x->npins * sizeof(*p));
+    x->pins = p;
+    x->cap_pins = cap;
+    return MPIXFER_OK;
+}
+
 /* Validates one side's descriptors; pins local regions into x->pins. */
 static mpixfer_status_t validate(mpixfer_agent_t *agent, const mpixfer_transfer_request_t *req,
                                  mpixfer__remote_t *r, mpixfer_agent_t *local_target,
@@ -204,9 +220,8 @@ static mpixfer_status_t validate(mpixfer_agent_t *agent, const mpixfer_transfer_
     size_t n = req->src.count;
     mpixfer_status_t st;
 
-    x->pins = malloc(n * sizeof(*x->pins));
-    if (x->pins == NULL)
-        return MPIXFER_ERR_NO_MEMORY;
+    x->pins = x->pins_inline;
+    x->cap_pins = sizeof x->pins_inline / sizeof x->pins_inline[0];
     for (size_t i = 0; i < n; i++) {
         mpixfer__region_t *reg = NULL;
 
@@ -227,8 +242,11 @@ static mpixfer_status_t validate(mpixfer_agent_t *agent, const mpixfer_transfer_
                               st == MPIXFER_ERR_NOT_FOUND ? "in no region" : "past the region",
                               agent->name);
         }
-        if (reg != last)
+        if (reg != last) {
+            if (x->npins == x->cap_pins && (st = grow_pins(x)) != MPIXFER_OK)
+                return st;
             x->pins[x->npins++] = reg;
+        }
         last = reg;
 
         st = mpixfer__desc_find(&r->desc, req->dst.type, &d[i]);
