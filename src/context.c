@@ -424,6 +424,7 @@ mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx)
         st = MPIXFER__MPI_ERR("MPI_Comm_free", rc);
     free(ctx->attach);
     free(ctx->peer_path);
+    free(ctx->spare_lists);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
     return st;

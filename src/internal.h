@@ -160,7 +160,7 @@ struct mpixfer_request {
     /* Large RMA requests are issued by progress, not by submit, so posting stays cheap;
      * these are copies of the validated lists until then. */
     mpixfer_mem_desc_t *dsrc, *ddst;
-    size_t dcount;
+    size_t dcount, dcap; /* dcap: pairs the buffer at dsrc holds (ddst = dsrc + dcount) */
     mpixfer_op_t op;
     bool device;
     bool mpi_issued;          /* some op went through MPI: completion needs a flush */
@@ -198,6 +198,11 @@ struct mpixfer_context {
     mpixfer__attach_t *attach;
     size_t nattach, cap_attach;
     mpixfer_request_t *pending_head, *pending_tail;
+    /* The list buffer of the last queued request, kept for the next: steady posting of
+     * 40,000-descriptor requests then allocates nothing. (A fresh 1.3 MB malloc each time
+     * cost 5 ms instead of 0.3 once glibc had trimmed its heap: page faults.) */
+    mpixfer_mem_desc_t *spare_lists;
+    size_t spare_cap;
     mpixfer__send_t *sends;
 
     mpixfer__link_t *links;

@@ -87,7 +87,7 @@ static bool issue_unlocked_ok(const mpixfer_context_t *ctx, const mpixfer_reques
     return true;
 }
 
-/* Issues x's deferred lists; frees them. */
+/* Issues x's deferred lists (with or without the lock); lists_done then lets them go. */
 static void issue_lists(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_stats_t *counts)
 {
     size_t mpi_ops = 0;
@@ -95,8 +95,21 @@ static void issue_lists(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_st
     x->issue_err = mpixfer__rma_issue(ctx, x->op, x->target.rank, x->dsrc, x->ddst, x->dcount,
                                       x->device, &mpi_ops, &x->mpi_done, counts);
     x->mpi_issued = mpi_ops > 0;
-    free(x->dsrc);
+}
+
+/* Keeps the larger of x's list buffer and the spare for the next queued request. Lock
+ * held. */
+static void lists_done(mpixfer_context_t *ctx, mpixfer_request_t *x)
+{
+    if (ctx->spare_lists == NULL || ctx->spare_cap < x->dcap) {
+        free(ctx->spare_lists);
+        ctx->spare_lists = x->dsrc;
+        ctx->spare_cap = x->dcap;
+    } else {
+        free(x->dsrc);
+    }
     x->dsrc = x->ddst = NULL;
+    x->dcap = 0;
 }
 
 /* Issue the ops of requests whose submit deferred them. */
@@ -108,6 +121,7 @@ static void issue_deferred(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
         if (x->issuing || x->dsrc == NULL || (only != NULL && x->agent != only))
             continue;
         issue_lists(ctx, x, &counts);
+        lists_done(ctx, x);
     }
     add_counts(ctx, &counts);
 }
@@ -369,7 +383,14 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
         /* Posting tens of thousands of blocks must not wait for their bytes: progress (wait,
          * a poll, the progress thread) issues them. One allocation holds both lists. */
         size_t n = req->src.count;
-        x->dsrc = malloc(2 * n * sizeof(*x->dsrc));
+        if (ctx->spare_lists != NULL && ctx->spare_cap >= n) {
+            x->dsrc = ctx->spare_lists;
+            x->dcap = ctx->spare_cap;
+            ctx->spare_lists = NULL;
+        } else {
+            x->dsrc = malloc(2 * n * sizeof(*x->dsrc));
+            x->dcap = n;
+        }
         if (x->dsrc == NULL) {
             unpin(x);
             st = MPIXFER_ERR_NO_MEMORY;
@@ -458,6 +479,7 @@ mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms
             mpixfer__unlock(ctx);
             issue_lists(ctx, xfer, &counts);
             mpixfer__lock(ctx);
+            lists_done(ctx, xfer);
             xfer->issuing = false;
             add_counts(ctx, &counts);
         }
