@@ -15,9 +15,9 @@
  */
 #define _GNU_SOURCE
 #include <getopt.h>
-#include <sched.h>
 #include <mpi.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,11 +53,11 @@ static void die(const char *what, mpixfer_status_t st)
     fprintf(stderr, "mpixfer-mt-bench: %s: %s\n", what, mpixfer_strerror(st));
     MPI_Abort(MPI_COMM_WORLD, 1);
 }
-#define XF(call, what)                                                                       \
-    do {                                                                                     \
-        mpixfer_status_t st_ = (call);                                                       \
-        if (st_ != MPIXFER_OK)                                                               \
-            die(what, st_);                                                                  \
+#define XF(call, what)                                                                             \
+    do {                                                                                           \
+        mpixfer_status_t st_ = (call);                                                             \
+        if (st_ != MPIXFER_OK)                                                                     \
+            die(what, st_);                                                                        \
     } while (0)
 
 static int transfer(worker_t *w, mpixfer_op_t op, unsigned char *buf)
@@ -120,15 +120,13 @@ static size_t parse_size(const char *s)
 
 int main(int argc, char **argv)
 {
-    opts_t o = {.nthreads = {1, 2, 4}, .nt = 3, .block = 1 << 20, .batch = 1,
-                .seconds = 0.5, .mem = 3};
+    opts_t o = {
+        .nthreads = {1, 2, 4}, .nt = 3, .block = 1 << 20, .batch = 1, .seconds = 0.5, .mem = 3};
     int provided, rank, size;
-    static const struct option lo[] = {{"threads", required_argument, NULL, 't'},
-                                       {"block", required_argument, NULL, 'b'},
-                                       {"batch", required_argument, NULL, 'n'},
-                                       {"seconds", required_argument, NULL, 's'},
-                                       {"mem", required_argument, NULL, 'm'},
-                                       {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {
+        {"threads", required_argument, NULL, 't'}, {"block", required_argument, NULL, 'b'},
+        {"batch", required_argument, NULL, 'n'},   {"seconds", required_argument, NULL, 's'},
+        {"mem", required_argument, NULL, 'm'},     {NULL, 0, NULL, 0}};
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -140,10 +138,18 @@ int main(int argc, char **argv)
                 o.nthreads[o.nt++] = atoi(t);
             break;
         }
-        case 'b': o.block = parse_size(optarg); break;
-        case 'n': o.batch = (size_t)atoi(optarg); break;
-        case 's': o.seconds = atof(optarg); break;
-        case 'm': o.mem = strcmp(optarg, "foreign") == 0 ? 1 : strcmp(optarg, "arena") == 0 ? 2 : 3; break;
+        case 'b':
+            o.block = parse_size(optarg);
+            break;
+        case 'n':
+            o.batch = (size_t)atoi(optarg);
+            break;
+        case 's':
+            o.seconds = atof(optarg);
+            break;
+        case 'm':
+            o.mem = strcmp(optarg, "foreign") == 0 ? 1 : strcmp(optarg, "arena") == 0 ? 2 : 3;
+            break;
         default:
             if (rank == 0)
                 fprintf(stderr, "usage: mpiexec -n 2 mpixfer-mt-bench [--threads 1,2,4] "
@@ -187,10 +193,11 @@ int main(int argc, char **argv)
                "each rank to a core: mpiexec --bind-to none)\n",
                CPU_COUNT(&cpus));
     if (rank == 0)
-        printf("# mpixfer-mt-bench: %zu x %zu B per request, WRITE, %.2f s per point, MPIXFER_ISSUE "
-               "mode %s\n# mem      threads    GB/s  requests\n",
-               o.batch, o.block, o.seconds,
-               getenv("MPIXFER_ISSUE") ? getenv("MPIXFER_ISSUE") : "auto");
+        printf(
+            "# mpixfer-mt-bench: %zu x %zu B per request, WRITE, %.2f s per point, MPIXFER_ISSUE "
+            "mode %s\n# mem      threads    GB/s  requests\n",
+            o.batch, o.block, o.seconds,
+            getenv("MPIXFER_ISSUE") ? getenv("MPIXFER_ISSUE") : "auto");
 
     for (int k = 1; k <= 2; k++) {
         if (!(o.mem & k))
@@ -208,8 +215,8 @@ int main(int argc, char **argv)
         mpixfer_mem_descs_t rl = {MPIXFER_MEM_DRAM, &rd, 1};
         XF(mpixfer_register_memory(agent, &rl), "register");
         uint64_t base = (uintptr_t)pool, peer_base = 0;
-        MPI_Sendrecv(&base, 1, MPI_UINT64_T, 1 - rank, 0, &peer_base, 1, MPI_UINT64_T,
-                     1 - rank, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Sendrecv(&base, 1, MPI_UINT64_T, 1 - rank, 0, &peer_base, 1, MPI_UINT64_T, 1 - rank, 0,
+                     MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         XF(mpixfer_bootstrap(ctx), "bootstrap");
 
         for (int i = 0; i < o.nt; i++) {
@@ -219,9 +226,11 @@ int main(int argc, char **argv)
                 worker_t w[MAX_THREADS];
                 pthread_t th[MAX_THREADS];
                 for (int j = 0; j < t; j++) {
-                    w[j] = (worker_t){.agent = agent, .local = pool + (size_t)j * 2 * len,
+                    w[j] = (worker_t){.agent = agent,
+                                      .local = pool + (size_t)j * 2 * len,
                                       .back = pool + ((size_t)j * 2 + 1) * len,
-                                      .remote = peer_base + (uint64_t)j * len, .o = &o,
+                                      .remote = peer_base + (uint64_t)j * len,
+                                      .o = &o,
                                       .id = j};
                     pthread_create(&th[j], NULL, worker_main, &w[j]);
                 }

@@ -40,5 +40,8 @@ void mpixfer__host_copy(void *dst, const void *src, size_t len)
     memmove(dst, src, len);
 }
 #else
-void mpixfer__host_copy(void *dst, const void *src, size_t len) { memmove(dst, src, len); }
+void mpixfer__host_copy(void *dst, const void *src, size_t len)
+{
+    memmove(dst, src, len);
+}
 #endif
