@@ -2056,6 +2056,8 @@ int main(int argc, char **argv)
         if (b.run[m]) {
             free(b.run[m]->lptr);
             free(b.run[m]->rptr);
+            free(b.run[m]->ldisp);
+            free(b.run[m]->rdisp);
             free(b.run[m]->lat);
             free(b.run[m]->post);
             free(b.run[m]);
