@@ -6,6 +6,7 @@
  * strictly sorted by (addr, len, type, device); re-encoding it must give back the input
  * byte for byte; and every region must be found again by mpixfer__desc_find(). */
 #include "fuzz_common.h"
+#include "range_find.h"
 
 #define DESC_HEADER 32
 #define DESC_REGION 24
@@ -15,15 +16,7 @@
 
 static int wire_cmp(const mpixfer__wire_region_t *a, const mpixfer__wire_region_t *b)
 {
-    if (a->addr != b->addr)
-        return a->addr < b->addr ? -1 : 1;
-    if (a->len != b->len)
-        return a->len < b->len ? -1 : 1;
-    if (a->type != b->type)
-        return a->type < b->type ? -1 : 1;
-    if (a->device != b->device)
-        return a->device < b->device ? -1 : 1;
-    return 0;
+    return MPIXFER__RANGE_CMP(a, b);
 }
 
 static void check_decoded(const uint8_t *data, size_t size, const mpixfer__desc_t *d)

@@ -181,15 +181,7 @@ const char *mpixfer_agent_name(const mpixfer_agent_t *agent)
 
 static int region_cmp(const mpixfer__region_t *a, const mpixfer__region_t *b)
 {
-    if (a->addr != b->addr)
-        return a->addr < b->addr ? -1 : 1;
-    if (a->len != b->len)
-        return a->len < b->len ? -1 : 1;
-    if (a->type != b->type)
-        return a->type < b->type ? -1 : 1;
-    if (a->device != b->device)
-        return a->device < b->device ? -1 : 1;
-    return 0;
+    return MPIXFER__RANGE_CMP(a, b);
 }
 
 static int region_ptr_cmp(const void *a, const void *b)

@@ -68,15 +68,7 @@ mpixfer_status_t mpixfer__desc_encode(const mpixfer_agent_t *agent, void **blob_
 
 static int wire_cmp(const mpixfer__wire_region_t *a, const mpixfer__wire_region_t *b)
 {
-    if (a->addr != b->addr)
-        return a->addr < b->addr ? -1 : 1;
-    if (a->len != b->len)
-        return a->len < b->len ? -1 : 1;
-    if (a->type != b->type)
-        return a->type < b->type ? -1 : 1;
-    if (a->device != b->device)
-        return a->device < b->device ? -1 : 1;
-    return 0;
+    return MPIXFER__RANGE_CMP(a, b);
 }
 
 #define BAD(...)                                                                                   \

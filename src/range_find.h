@@ -50,4 +50,13 @@
         return starts_inside ? MPIXFER_ERR_OUT_OF_RANGE : MPIXFER_ERR_NOT_FOUND;                   \
     }
 
+/* The order of regions, for any struct with fields addr, len, type and device: address,
+ * then length, type, device. Sorted registrations and descriptors both use it. */
+#define MPIXFER__RANGE_CMP(a, b)                                                                   \
+    ((a)->addr != (b)->addr       ? ((a)->addr < (b)->addr ? -1 : 1)                               \
+     : (a)->len != (b)->len       ? ((a)->len < (b)->len ? -1 : 1)                                 \
+     : (a)->type != (b)->type     ? ((a)->type < (b)->type ? -1 : 1)                               \
+     : (a)->device != (b)->device ? ((a)->device < (b)->device ? -1 : 1)                           \
+                                  : 0)
+
 #endif
