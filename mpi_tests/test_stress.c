@@ -209,6 +209,32 @@ static mpixfer_status_t submit(mpixfer_op_t op, int d, const mpixfer_mem_desc_t 
     return mpixfer_submit_transfer(g_agent, &r, x);
 }
 
+/* One transfer without a message: true when it succeeded. A submit refused, or a transfer
+ * failed in flight, is allowed (and counted) only while d is being invalidated. */
+static bool transfer_once(uint64_t *rng, const char *what, mpixfer_op_t op, int d,
+                          const mpixfer_mem_desc_t *src, const mpixfer_mem_desc_t *dst, size_t n)
+{
+    unsigned g1 = atomic_load(&g_gen[d]);
+    mpixfer_request_t *x;
+    mpixfer_status_t st = submit(op, d, src, dst, n, NULL, 0, &x);
+    if (st != MPIXFER_OK) {
+        CHECK_MSG(refused_ok(st, d, g1), "%s submit to rank %d: %s", what, d,
+                  mpixfer_status_name(st));
+        atomic_fetch_add(&g_refused, 1);
+        return false;
+    }
+    bool ok = finish(x, rng) == MPIXFER_STATE_SUCCESS;
+    if (ok) {
+        atomic_fetch_add(&g_transfers, 1);
+    } else {
+        CHECK_MSG(atomic_load(&g_gen[d]) != g1, "%s with rank %d failed: %s", what, d,
+                  mpixfer_status_name(mpixfer_request_status(x)));
+        atomic_fetch_add(&g_failed_inflight, 1);
+    }
+    mpixfer_request_free(x);
+    return ok;
+}
+
 /* ----------------------------------------------------------------- workers */
 
 typedef struct {
@@ -290,27 +316,10 @@ static void op_v(worker_t *w, int d)
         b[i] = tst_desc(back + off[i], len[i]);
         dd[i] = tst_desc((void *)(uintptr_t)(slot + off[i]), len[i]);
     }
-    for (int pass = 0; pass < 2; pass++) {
-        unsigned g1 = atomic_load(&g_gen[d]);
-        mpixfer_request_t *x;
-        mpixfer_status_t st = submit(pass ? MPIXFER_OP_READ : MPIXFER_OP_WRITE, d,
-                                     pass ? b : s, dd, n, NULL, 0, &x);
-        if (st != MPIXFER_OK) {
-            CHECK_MSG(refused_ok(st, d, g1), "V submit to rank %d: %s", d,
-                      mpixfer_status_name(st));
-            atomic_fetch_add(&g_refused, 1);
+    for (int pass = 0; pass < 2; pass++)
+        if (!transfer_once(&w->rng, pass ? "V read" : "V write",
+                           pass ? MPIXFER_OP_READ : MPIXFER_OP_WRITE, d, pass ? b : s, dd, n))
             return;
-        }
-        if (finish(x, &w->rng) != MPIXFER_STATE_SUCCESS) {
-            CHECK_MSG(atomic_load(&g_gen[d]) != g1, "V to rank %d failed: %s", d,
-                      mpixfer_status_name(mpixfer_request_status(x)));
-            atomic_fetch_add(&g_failed_inflight, 1);
-            mpixfer_request_free(x);
-            return;
-        }
-        mpixfer_request_free(x);
-        atomic_fetch_add(&g_transfers, 1);
-    }
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++) {
         CHECK_MSG(memcmp(src + off[i], back + off[i], len[i]) == 0,
@@ -330,6 +339,7 @@ static void op_r(worker_t *w, int d)
     bool contig = rnd_below(&w->rng, 4) == 0;
     size_t n = make_blocks(&w->rng, SLOT, contig, off, len);
     size_t base = rnd_below(&w->rng, RO_LEN / SLOT) * SLOT;
+    CHECK(n >= 1); /* make_blocks promises it; tells the compiler b and dd get filled */
 
     size_t seg = SLOT / n;
     shuffle(&w->rng, perm, n);
@@ -340,23 +350,8 @@ static void op_r(worker_t *w, int d)
         dd[i] = tst_desc((void *)(uintptr_t)(g_ro_addr[d] + roff[i]), len[i]);
     }
     memset(back, 0, SLOT);
-    unsigned g1 = atomic_load(&g_gen[d]);
-    mpixfer_request_t *x;
-    mpixfer_status_t st = submit(MPIXFER_OP_READ, d, b, dd, n, NULL, 0, &x);
-    if (st != MPIXFER_OK) {
-        CHECK_MSG(refused_ok(st, d, g1), "R submit to rank %d: %s", d, mpixfer_status_name(st));
-        atomic_fetch_add(&g_refused, 1);
+    if (!transfer_once(&w->rng, "R", MPIXFER_OP_READ, d, b, dd, n))
         return;
-    }
-    if (finish(x, &w->rng) != MPIXFER_STATE_SUCCESS) {
-        CHECK_MSG(atomic_load(&g_gen[d]) != g1, "R from rank %d failed: %s", d,
-                  mpixfer_status_name(mpixfer_request_status(x)));
-        atomic_fetch_add(&g_failed_inflight, 1);
-        mpixfer_request_free(x);
-        return;
-    }
-    mpixfer_request_free(x);
-    atomic_fetch_add(&g_transfers, 1);
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++) {
         CHECK_PATTERN(back + off[i], len[i], d, RO_ITER, roff[i]);
