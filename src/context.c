@@ -96,34 +96,37 @@ static bool ucx_tcp_only(void)
     return tcp;
 }
 
-/* MPIXFER_ISSUE=locked|auto|unlocked (see issue_mode in internal.h). */
-static int issue_mode_from_env(void)
+/* The index of the value of environment variable @p var among the three @p names, or
+ * @p dflt when it is unset, empty or none of them (then with a warning). */
+static int env_choice(const char *var, const char *const names[3], int dflt)
 {
-    const char *e = getenv("MPIXFER_ISSUE");
+    const char *e = getenv(var);
 
-    if (e == NULL || e[0] == '\0' || strcmp(e, "auto") == 0)
-        return 1;
-    if (strcmp(e, "locked") == 0)
-        return 0;
-    if (strcmp(e, "unlocked") == 0)
-        return 2;
-    LOG_WARN("MPIXFER_ISSUE='%s' is none of locked, auto, unlocked; using auto", e);
-    return 1;
+    if (e == NULL || e[0] == '\0')
+        return dflt;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(e, names[i]) == 0)
+            return i;
+    LOG_WARN("%s='%s' is none of %s, %s, %s; using %s", var, e, names[0], names[1], names[2],
+             names[dflt]);
+    return dflt;
 }
 
+/* MPIXFER_ISSUE=locked|auto|unlocked: the index is the issue_mode (see internal.h). */
+static int issue_mode_from_env(void)
+{
+    static const char *const modes[3] = {"locked", "auto", "unlocked"};
+    return env_choice("MPIXFER_ISSUE", modes, 1);
+}
+
+/* The params' data path; AUTO there defers to MPIXFER_DATA_PATH=auto|rma|messages (the
+ * index is the mpixfer_data_path_t). */
 static mpixfer_data_path_t wanted_data_path(mpixfer_data_path_t p)
 {
-    const char *e = getenv("MPIXFER_DATA_PATH");
-
-    if (p != MPIXFER_DATA_PATH_AUTO || e == NULL || e[0] == '\0')
+    static const char *const paths[3] = {"auto", "rma", "messages"};
+    if (p != MPIXFER_DATA_PATH_AUTO)
         return p;
-    if (strcmp(e, "rma") == 0)
-        return MPIXFER_DATA_PATH_RMA;
-    if (strcmp(e, "messages") == 0)
-        return MPIXFER_DATA_PATH_MESSAGES;
-    if (strcmp(e, "auto") != 0)
-        LOG_WARN("MPIXFER_DATA_PATH='%s' is none of auto, rma, messages; using auto", e);
-    return MPIXFER_DATA_PATH_AUTO;
+    return (mpixfer_data_path_t)env_choice("MPIXFER_DATA_PATH", paths, MPIXFER_DATA_PATH_AUTO);
 }
 
 mpixfer_status_t mpixfer__node_ranks(const mpixfer_context_t *ctx, MPI_Comm node,
