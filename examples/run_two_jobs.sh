@@ -30,32 +30,53 @@ if ! "$mpiexec" --version 2>&1 | grep -qi "open mpi\|openrte"; then
     exit 77
 fi
 
-dir="$(mktemp -d "${TMPDIR:-/tmp}/mpixfer-kv-two-jobs.XXXXXX")"
-uri="$dir/ompi-server.uri"
-cleanup() {
-    [[ -n "${pid_prefill:-}" ]] && kill "$pid_prefill" 2>/dev/null
+# One attempt: a fresh ompi-server and both jobs. Open MPI 4.1.4's PMIx publish/lookup
+# through ompi-server hangs now and then (about 1 run in 12-16 here, both jobs waiting in
+# PMIx_Publish/PMIx_Lookup; see mpi_tests/run_twojobs.sh): an attempt that times out is
+# killed and run once more; a job that fails is not.
+# The server of the attempt under way, stopped on any exit (an interrupt included).
+cur_uri=
+trap '[[ -n "$cur_uri" ]] && "$root/scripts/ompi-server" --stop "$cur_uri"' EXIT
+attempt() {
+    local dir uri flag rc rc_prefill rc_decode pid_prefill
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/mpixfer-kv-two-jobs.XXXXXX")"
+    uri="$dir/ompi-server.uri"
+    cur_uri="$uri"
+    flag="$("$root/scripts/ompi-server" "$uri")"
+    rc=$?
+    if [[ $rc -ne 0 ]]; then
+        rm -rf "$dir"
+        [[ $rc -eq 77 ]] && { echo "SKIP: no ompi-server"; return 77; }
+        echo "could not start ompi-server" >&2
+        return 1
+    fi
+    echo "two jobs: ompi-server up ($flag)"
+    # Each job's lines carry its name: both print "[rank 0] ...".
+    # shellcheck disable=SC2086  # $flag is two words
+    timeout -k 5 50 "$mpiexec" -n 1 "${mpi_flags[@]}" $flag "$bin" --serve "$dir" \
+        "${demo_args[@]}" > >(sed -u 's/^/[prefill job] /') 2>&1 &
+    pid_prefill=$!
+    # shellcheck disable=SC2086
+    timeout -k 5 45 "$mpiexec" -n 1 "${mpi_flags[@]}" $flag "$bin" --connect "$dir" \
+        "${demo_args[@]}" > >(sed -u 's/^/[decode job]  /') 2>&1
+    rc_decode=$?
+    wait "$pid_prefill"
+    rc_prefill=$?
     "$root/scripts/ompi-server" --stop "$uri"
+    cur_uri=
     rm -rf "$dir"
+    sleep 0.1 # let the prefixing finish its last lines
+    echo "two jobs: prefill job exit $rc_prefill, decode job exit $rc_decode"
+    [[ $rc_prefill -eq 0 && $rc_decode -eq 0 ]] && return 0
+    [[ $rc_prefill -eq 124 || $rc_prefill -eq 137 || $rc_decode -eq 124 ||
+        $rc_decode -eq 137 ]] && return 124
+    return 1
 }
-trap cleanup EXIT
-flag="$("$root/scripts/ompi-server" "$uri")"
+attempt
 rc=$?
-[[ $rc -eq 77 ]] && { echo "SKIP: no ompi-server"; exit 77; }
-[[ $rc -ne 0 ]] && { echo "could not start ompi-server" >&2; exit 1; }
-echo "two jobs: ompi-server up ($flag)"
-
-# Each job's lines carry its name: both print "[rank 0] ...".
-# shellcheck disable=SC2086  # $flag is two words
-timeout 100 "$mpiexec" -n 1 "${mpi_flags[@]}" $flag "$bin" --serve "$dir" "${demo_args[@]}" \
-    > >(sed -u 's/^/[prefill job] /') 2>&1 &
-pid_prefill=$!
-# shellcheck disable=SC2086
-timeout 90 "$mpiexec" -n 1 "${mpi_flags[@]}" $flag "$bin" --connect "$dir" "${demo_args[@]}" \
-    > >(sed -u 's/^/[decode job]  /') 2>&1
-rc_decode=$?
-wait "$pid_prefill"
-rc_prefill=$?
-pid_prefill=
-sleep 0.1 # let the prefixing finish its last lines
-echo "two jobs: prefill job exit $rc_prefill, decode job exit $rc_decode"
-[[ $rc_prefill -eq 0 && $rc_decode -eq 0 ]]
+if [[ $rc -eq 124 ]]; then
+    echo "two jobs: they hung (Open MPI's PMIx publish/lookup); one more attempt"
+    attempt
+    rc=$?
+fi
+exit $rc

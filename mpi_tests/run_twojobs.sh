@@ -13,26 +13,48 @@ if ! "$mpiexec" --version 2>&1 | grep -qi "open mpi\|openrte"; then
     echo "SKIP: $mpiexec is not Open MPI's (two jobs need ompi-server)"
     exit 77
 fi
-dir="$(mktemp -d "${TMPDIR:-/tmp}/mpixfer-twojobs.XXXXXX")"
-uri="$dir/ompi-server.uri"
-cleanup() {
+# One attempt: a fresh ompi-server and both jobs. Open MPI 4.1.4's PMIx publish/lookup
+# through ompi-server (under MPI_Comm_connect/accept) hangs now and then: about 1 run in
+# 12-16 here, with and without this session's changes, both jobs waiting in
+# PMIx_Publish/PMIx_Lookup and mpiexec's PMIx thread on a mutex in pmix_pending_resolve. An
+# attempt that times out in there is killed and run once more; a job that fails is not.
+# The server of the attempt under way, stopped on any exit (an interrupt included).
+cur_uri=
+trap '[[ -n "$cur_uri" ]] && "$root/scripts/ompi-server" --stop "$cur_uri"' EXIT
+attempt() {
+    local dir uri flag rc rc_a rc_b pid_a
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/mpixfer-twojobs.XXXXXX")"
+    uri="$dir/ompi-server.uri"
+    cur_uri="$uri"
+    flag="$("$root/scripts/ompi-server" "$uri")"
+    rc=$?
+    if [[ $rc -ne 0 ]]; then
+        rm -rf "$dir"
+        [[ $rc -eq 77 ]] && { echo "SKIP: no ompi-server"; return 77; }
+        echo "could not start ompi-server"
+        return 1
+    fi
+    # shellcheck disable=SC2086
+    timeout -k 5 60 "$mpiexec" -n 2 "$@" $flag "$bin" serve "$dir" &
+    pid_a=$!
+    # shellcheck disable=SC2086
+    timeout -k 5 55 "$mpiexec" -n 2 "$@" $flag "$bin" connect "$dir"
+    rc_b=$?
+    wait "$pid_a"
+    rc_a=$?
     "$root/scripts/ompi-server" --stop "$uri"
-    [[ -n "${pid_a:-}" ]] && kill "$pid_a" 2>/dev/null
+    cur_uri=
     rm -rf "$dir"
+    echo "job A exit $rc_a, job B exit $rc_b"
+    [[ $rc_a -eq 0 && $rc_b -eq 0 ]] && return 0
+    [[ $rc_a -eq 124 || $rc_a -eq 137 || $rc_b -eq 124 || $rc_b -eq 137 ]] && return 124
+    return 1
 }
-trap cleanup EXIT
-flag="$("$root/scripts/ompi-server" "$uri")"
+attempt "$@"
 rc=$?
-[[ $rc -eq 77 ]] && { echo "SKIP: no ompi-server"; exit 77; }
-[[ $rc -ne 0 ]] && { echo "could not start ompi-server"; exit 1; }
-# shellcheck disable=SC2086
-timeout 100 "$mpiexec" -n 2 "$@" $flag "$bin" serve "$dir" &
-pid_a=$!
-# shellcheck disable=SC2086
-timeout 90 "$mpiexec" -n 2 "$@" $flag "$bin" connect "$dir"
-rc_b=$?
-wait "$pid_a"
-rc_a=$?
-pid_a=
-echo "job A exit $rc_a, job B exit $rc_b"
-[[ $rc_a -eq 0 && $rc_b -eq 0 ]]
+if [[ $rc -eq 124 ]]; then
+    echo "the jobs hung (Open MPI's PMIx publish/lookup, see above); one more attempt"
+    attempt "$@"
+    rc=$?
+fi
+exit $rc
