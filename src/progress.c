@@ -13,6 +13,7 @@
 int mpixfer__progress_locked(mpixfer_context_t *ctx)
 {
     int work = mpixfer__ctrl_poll(ctx);
+    ctx->ctrl_skipped = 0;
     if (ctx->sends != NULL)
         mpixfer__sends_test(ctx);
     if (ctx->pending_head != NULL)
