@@ -19,6 +19,13 @@
 #define MPIXFER__DEFAULT_MAX_REGIONS ((size_t)1 << 20)
 /* Requests with more descriptors than this are issued by progress instead of by submit. */
 #define MPIXFER__INLINE_DESCS 64
+/* peer_path bit: RMA to that rank is complete when MPI_Put/MPI_Get return (probed at
+ * context creation: Open MPI's osc/rdma over single-copy shared memory). Its transfers end
+ * with MPI_Put/MPI_Get and are flushed at once, instead of ending with MPI_Rput/MPI_Rget
+ * that progress tests so that no wait blocks in a flush the target must serve. */
+#define MPIXFER__PATH_SYNC_RMA 0x80
+#define MPIXFER__PATH(ctx, r) ((mpixfer_data_path_t)((ctx)->peer_path[r] & 0x7f))
+
 /* A wait whose request is already done polls the control channel only every this many
  * times (see mpixfer_request_wait). */
 #define MPIXFER__CTRL_POLL_EVERY 16
@@ -152,13 +159,13 @@ struct mpixfer_request {
     _Atomic int state;      /* mpixfer_state_t */
     _Atomic int status;     /* mpixfer_status_t */
     mpixfer__route_t target;
-    /* Points at name_inline when the name fits (the usual case): no allocation per
-     * request for it. */
+    /* Points at name_inline when the name fits (the usual case), at the caller's string
+     * while submit runs (name_borrowed), or at its own allocation. */
     char *remote_name;
-    char name_inline[48];
     void *sync;
     size_t sync_len;
     bool has_sync;
+    bool name_borrowed;
     /* Regions this request uses, one entry each time the descriptors move to another
      * region: usually one or two, so they start in pins_inline and only a request that
      * hops between many regions allocates (no allocation per descriptor either way). */
@@ -180,6 +187,7 @@ struct mpixfer_request {
     bool issuing; /* a waiting thread issues the deferred lists without the lock */
     mpixfer_status_t issue_err;
     struct mpixfer_request *next_pending;
+    char name_inline[48]; /* last: a request finished in submit never writes it */
 };
 
 typedef struct mpixfer__arena mpixfer__arena_t;
@@ -201,7 +209,8 @@ struct mpixfer_context {
     mpixfer_stats_t stats;
     MPI_Win win;
     /* Line 2 (params runs into line 3; max_sync_message, the one read per request, not). */
-    /* Per rank: MPIXFER_DATA_PATH_RMA or _MESSAGES (never AUTO); NULL on one process. */
+    /* Per rank: MPIXFER_DATA_PATH_RMA or _MESSAGES (never AUTO), read through
+     * MPIXFER__PATH, plus MPIXFER__PATH_SYNC_RMA; NULL on one process. */
     uint8_t *peer_path;
     mpixfer__arena_t *arena; /* NULL without an arena */
     mpixfer_gpu_path_t gpu_path;

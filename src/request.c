@@ -1,6 +1,7 @@
 /* Transfer requests: validate everything, issue, then flush and notify on completion. */
 #define _GNU_SOURCE
 #include <sched.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -36,7 +37,7 @@ static void request_release(mpixfer_request_t *x)
     free(x->dsrc);
     if (x->pins != x->pins_inline)
         free(x->pins);
-    if (x->remote_name != x->name_inline)
+    if (!x->name_borrowed && x->remote_name != x->name_inline)
         free(x->remote_name);
     free(x->sync);
     free(x);
@@ -204,6 +205,12 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
 
 static void enqueue(mpixfer_context_t *ctx, mpixfer_request_t *x)
 {
+    if (x->name_borrowed) {
+        /* The caller's string lives only as long as submit: keep our own copy. */
+        strcpy(x->name_inline, x->remote_name);
+        x->remote_name = x->name_inline;
+        x->name_borrowed = false;
+    }
     if (ctx->pending_tail)
         ctx->pending_tail->next_pending = x;
     else
@@ -324,20 +331,25 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     x = malloc(sizeof(*x));
     if (x == NULL)
         return MPIXFER_ERR_NO_MEMORY;
-    memset(x, 0, sizeof(*x));
+    memset(x, 0, offsetof(mpixfer_request_t, name_inline));
     x->ctx = ctx;
     x->mpi_done = MPI_REQUEST_NULL;
     atomic_init(&x->state, MPIXFER_STATE_IN_PROGRESS);
     atomic_init(&x->status, MPIXFER_IN_PROGRESS);
     x->has_sync = req->sync_message != NULL;
     {
+        /* A name that fits inline is copied only if the request outlives this call
+         * (enqueue): most finish here, and each line written costs after a large copy. */
         size_t nlen = strlen(req->remote_name);
-        x->remote_name = nlen < sizeof x->name_inline ? x->name_inline : malloc(nlen + 1);
-        if (x->remote_name == NULL) {
+        if (nlen < sizeof x->name_inline) {
+            x->remote_name = (char *)req->remote_name;
+            x->name_borrowed = true;
+        } else if ((x->remote_name = malloc(nlen + 1)) != NULL) {
+            memcpy(x->remote_name, req->remote_name, nlen + 1);
+        } else {
             st = MPIXFER_ERR_NO_MEMORY;
             goto err_x;
         }
-        memcpy(x->remote_name, req->remote_name, nlen + 1);
     }
     if (x->has_sync) {
         x->sync = malloc(req->sync_message_len ? req->sync_message_len : 1);
@@ -379,7 +391,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
      * peers on other nodes the context reaches by messages. */
     if (r->link != NULL ||
         (local_target == NULL && ctx->peer_path != NULL &&
-         ctx->peer_path[r->rank] == MPIXFER_DATA_PATH_MESSAGES) ||
+         MPIXFER__PATH(ctx, r->rank) == MPIXFER_DATA_PATH_MESSAGES) ||
         ((req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM) &&
          ctx->gpu_path == MPIXFER_GPU_PATH_STAGED && local_target == NULL)) {
         st = mpixfer__staged_start(ctx, x, req);
@@ -452,7 +464,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
      * more (one trip to memory per cache line of MPI's and our state). A transfer still
      * on its way (a NIC's RMA) is finished by progress: wait, a poll or the thread, with
      * one flush per target for all requests done by then. */
-    if (!x->mpi_issued || rma_done(x)) {
+    if (!x->mpi_issued || x->mpi_done == MPI_REQUEST_NULL || rma_done(x)) {
         st = x->issue_err;
         if (x->mpi_issued) {
             mpixfer_status_t fst = mpixfer__rma_flush(ctx, x->target.rank);
@@ -460,6 +472,13 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
                 st = fst;
         }
         complete(ctx, x, st);
+        if (x->name_borrowed)
+            x->remote_name = (char *)""; /* the caller's string is not ours to keep */
+        /* The wait that follows returns at once: poll the control channel here every
+         * CTRL_POLL_EVERY-th time, so a caller that only submits and waits still answers
+         * its peers (their staged transfers, descriptor requests). */
+        if (++ctx->ctrl_skipped >= MPIXFER__CTRL_POLL_EVERY)
+            mpixfer__progress_locked(ctx);
         mpixfer__unlock(ctx);
         *xfer_p = x;
         return MPIXFER_OK;

@@ -61,6 +61,11 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
     size_t i = 0, mpi_ops = 0;
     held_op_t held = {0, 0, 0};
     mpixfer_status_t st;
+    /* Where RMA completes inside the call, the last op needs no request to be tested. */
+    MPI_Request *last_p = ctx->peer_path != NULL && rank != ctx->rank &&
+                                  (ctx->peer_path[rank] & MPIXFER__PATH_SYNC_RMA)
+                              ? NULL
+                              : done_p;
 
     *done_p = MPI_REQUEST_NULL;
     while (i < count) {
@@ -104,7 +109,7 @@ mpixfer_status_t mpixfer__rma_issue(mpixfer_context_t *ctx, mpixfer_op_t op, int
     }
     /* MPI completes an Rput/Rget locally; at remote completion only the flush progress
      * makes once the request is done, which then has nothing left to wait for. */
-    if (held.len > 0 && (st = issue_held(ctx, op, rank, &held, done_p)) != MPIXFER_OK) {
+    if (held.len > 0 && (st = issue_held(ctx, op, rank, &held, last_p)) != MPIXFER_OK) {
         *done_p = MPI_REQUEST_NULL;
         goto out;
     }
