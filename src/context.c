@@ -210,6 +210,25 @@ out:
     return st;
 }
 
+/* Whether Open MPI serves the window with osc/rdma, the one component that reports info
+ * key "no_locks" (4.1.4: osc/pt2pt and osc/ucx report no key). osc/pt2pt emulates RMA with
+ * messages: a small MPI_Rput there is done at once (measured: 8 of 8) while the flush
+ * needs the target, so the probe alone would be fooled; Open MPI falls back to it where
+ * osc/rdma cannot create the window (unless excluded, as Debian's build does). */
+static bool osc_rdma_window(mpixfer_context_t *ctx)
+{
+    MPI_Info info = MPI_INFO_NULL;
+    char value[16];
+    int flag = 0;
+
+    if (MPI_Win_get_info(ctx->win, &info) != MPI_SUCCESS || info == MPI_INFO_NULL)
+        return false;
+    if (MPI_Info_get(info, "no_locks", (int)sizeof value - 1, value, &flag) != MPI_SUCCESS)
+        flag = 0;
+    MPI_Info_free(&info);
+    return flag != 0;
+}
+
 /* Whether RMA to @p r is complete when MPI_Rput/MPI_Rget return: four of each to the
  * probe word at @p addr, every one done at its first MPI_Test. Emulated RMA (answered by
  * the target) or a NIC's own RMA are not; a single copy through shared memory (osc/rdma
@@ -243,8 +262,9 @@ static bool probe_peer(mpixfer_context_t *ctx, int r, uint64_t addr)
  * their transfers then end with MPI_Put/MPI_Get and a flush in submit, not MPI_Rput/MPI_Rget
  * that progress tests, which saved ~1 us of a 1 MiB put here (an MPI request made, tested
  * and freed after the copy had cooled the caches). MPIXFER_RMA_COMPLETION=auto (default):
- * Open MPI and a peer on this node that passes probe_peer; request: never; flush: every RMA
- * peer (a wait may then block in the flush until a target that emulates RMA calls MPI).
+ * Open MPI's osc/rdma and a peer on this node that passes probe_peer; request: never;
+ * flush: every RMA peer (a wait may then block in the flush until a target that emulates
+ * RMA calls MPI).
  * Every process makes the same collective calls whatever it decides.
  */
 static mpixfer_status_t probe_sync_rma(mpixfer_context_t *ctx, const int *node_rank)
@@ -281,7 +301,8 @@ static mpixfer_status_t probe_sync_rma(mpixfer_context_t *ctx, const int *node_r
         st = MPIXFER__MPI_ERR("MPI_Allgather", rc);
         goto out;
     }
-    ompi = MPI_Get_library_version(lib, &len) == MPI_SUCCESS && strncmp(lib, "Open MPI", 8) == 0;
+    ompi = MPI_Get_library_version(lib, &len) == MPI_SUCCESS &&
+           strncmp(lib, "Open MPI", 8) == 0 && osc_rdma_window(ctx);
     for (int r = 0; r < ctx->size; r++) {
         bool sync;
         if (r == ctx->rank || MPIXFER__PATH(ctx, r) != MPIXFER_DATA_PATH_RMA || addr[r] == 0)
