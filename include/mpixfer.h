@@ -242,6 +242,22 @@ MPIXFER_API mpixfer_status_t mpixfer_mem_alloc(mpixfer_context_t *ctx, size_t le
 MPIXFER_API mpixfer_status_t mpixfer_mem_free(mpixfer_context_t *ctx, void *ptr);
 
 /**
+ * @brief The MPI window behind the arena, for callers that also move arena memory with
+ *        their own MPI calls (a benchmark's raw MPI on the very same memory). Local.
+ *
+ * A window from MPI_Win_allocate_shared over the processes of this node (group: see
+ * MPI_Win_get_group), displacement unit 1. Each process's segment starts at the base that
+ * MPI_Win_shared_query reports for it; the library's blocks lie inside it, so a block's
+ * displacement is its address minus its owner's segment base, computed by the owner. The
+ * library itself makes no MPI call on this window and holds no epoch on it: the caller
+ * opens its own (MPI_Win_lock_all, ...) and closes it before mpixfer_context_destroy().
+ * @param[in]  ctx    a context created with an arena.
+ * @param[out] win_p  the window, set only on success; the context owns and frees it.
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (NULL); MPIXFER_ERR_UNSUPPORTED (no arena).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_mem_window(mpixfer_context_t *ctx, MPI_Win *win_p);
+
+/**
  * @brief How this context moves bytes to @p rank (see mpixfer_data_path_t). Local.
  * @param[in]  rank    a rank of the context's communicator.
  * @param[out] path_p  MPIXFER_DATA_PATH_RMA or MPIXFER_DATA_PATH_MESSAGES (never AUTO):

@@ -1,6 +1,7 @@
 /*
  * The on-node arena: mpixfer_mem_alloc/mpixfer_mem_free (bad sizes, exhaustion, foreign and
- * double frees, freeing registered memory), then transfers arena<->arena (shared-memory
+ * double frees, freeing registered memory), mpixfer_mem_window (bad input, no arena, plain
+ * MPI_Put into a peer's block through it), then transfers arena<->arena (shared-memory
  * copies), foreign->arena, arena->foreign and foreign->foreign (dynamic window), WRITE and
  * READ, 64 scattered 16 KiB blocks per request, every byte checked, and the sync message
  * arriving only after the data. Last, 4 threads at once move their own slices between our
@@ -145,6 +146,48 @@ static void threaded_slices(mpixfer_context_t *ctx, mpixfer_agent_t *as, const c
     tst_barrier_progress(ctx);
 }
 
+/* Plain MPI on the arena's own window (mpixfer_mem_window): every rank puts a pattern into
+ * its peer's arena block through MPI_Put, at the displacement the owner computed from its
+ * segment base, and checks what its own block received. */
+static void raw_mpi_on_arena(mpixfer_context_t *ctx, uint8_t *mine, int peer, int prev)
+{
+    enum { N = 8192 };
+    int size = tst_size();
+    MPI_Win w = MPI_WIN_NULL;
+    MPI_Group gw, gn;
+    MPI_Aint qsize = 0;
+    int qunit = 0, me_node = -1, peer_node = -1, rank = tst_rank();
+    void *base = NULL;
+    uint8_t *src = tst_alloc(N);
+
+    CHECK_OK(mpixfer_mem_window(ctx, &w));
+    CHECK(w != MPI_WIN_NULL);
+    CHECK_MPI(MPI_Win_get_group(w, &gn));
+    CHECK_MPI(MPI_Comm_group(MPI_COMM_WORLD, &gw));
+    CHECK_MPI(MPI_Group_translate_ranks(gw, 1, &rank, gn, &me_node));
+    CHECK_MPI(MPI_Group_translate_ranks(gw, 1, &peer, gn, &peer_node));
+    MPI_Group_free(&gw);
+    MPI_Group_free(&gn);
+    CHECK(me_node != MPI_UNDEFINED && peer_node != MPI_UNDEFINED); /* one node here */
+    CHECK_MPI(MPI_Win_shared_query(w, me_node, &qsize, &qunit, &base));
+    CHECK(qunit == 1 && mine >= (uint8_t *)base &&
+          mine + N <= (uint8_t *)base + qsize); /* the block lies in our segment */
+    uint64_t disp = (uint64_t)(mine - (uint8_t *)base), *disps = calloc((size_t)size, 8);
+    tst_allgather_u64(disp, disps);
+
+    memset(mine, 0, N);
+    tst_pattern_fill(src, N, (uint32_t)rank, 555, 0);
+    tst_barrier_progress(ctx);
+    CHECK_MPI(MPI_Win_lock_all(0, w));
+    CHECK_MPI(MPI_Put(src, N, MPI_BYTE, peer_node, (MPI_Aint)disps[peer], N, MPI_BYTE, w));
+    CHECK_MPI(MPI_Win_flush(peer_node, w));
+    CHECK_MPI(MPI_Win_unlock_all(w));
+    tst_barrier_progress(ctx);
+    CHECK_PATTERN(mine, N, prev, 555, 0);
+    free(disps);
+    free(src);
+}
+
 int main(int argc, char **argv)
 {
     tst_init_multiple(&argc, &argv);
@@ -158,6 +201,11 @@ int main(int argc, char **argv)
         CHECK_OK(mpixfer_context_create(MPI_COMM_WORLD, &plain));
         CHECK_STATUS(mpixfer_mem_alloc(plain, 64, &p), MPIXFER_ERR_UNSUPPORTED);
         CHECK_STATUS(mpixfer_mem_free(plain, &p), MPIXFER_ERR_INVALID_ARG);
+        MPI_Win w = MPI_WIN_NULL;
+        CHECK_STATUS(mpixfer_mem_window(plain, &w), MPIXFER_ERR_UNSUPPORTED);
+        CHECK(w == MPI_WIN_NULL); /* untouched on failure */
+        CHECK_STATUS(mpixfer_mem_window(NULL, &w), MPIXFER_ERR_INVALID_ARG);
+        CHECK_STATUS(mpixfer_mem_window(plain, NULL), MPIXFER_ERR_INVALID_ARG);
         CHECK_OK(mpixfer_context_destroy(plain));
     }
 
@@ -188,6 +236,7 @@ int main(int argc, char **argv)
         tst_allgather_u64((uintptr_t)pool[1][k], dst_addr[k]);
     }
     CHECK_OK(mpixfer_bootstrap(ctx));
+    raw_mpi_on_arena(ctx, pool[1][0], peer, prev);
 
     int perm[NBLK];
     uint32_t iter = 0;

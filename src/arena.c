@@ -232,6 +232,23 @@ void *mpixfer__arena_map(const mpixfer_context_t *ctx, int rank, uintptr_t addr,
 }
 
 
+mpixfer_status_t mpixfer_mem_window(mpixfer_context_t *ctx, MPI_Win *win_p)
+{
+    MPI_Win win = MPI_WIN_NULL;
+
+    if (ctx == NULL || win_p == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx or win_p is NULL");
+    mpixfer__lock(ctx);
+    if (ctx->arena != NULL && ctx->arena->has_shwin)
+        win = ctx->arena->shwin;
+    mpixfer__unlock(ctx);
+    if (win == MPI_WIN_NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_UNSUPPORTED, "the context has no arena (set arena_size in "
+                                               "mpixfer_context_params_t or MPIXFER_ARENA_SIZE)");
+    *win_p = win;
+    return MPIXFER_OK;
+}
+
 mpixfer_status_t mpixfer_mem_alloc(mpixfer_context_t *ctx, size_t len, void **ptr_p)
 {
     mpixfer__arena_t *a;
