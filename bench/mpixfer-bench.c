@@ -11,9 +11,11 @@
  *            raw-mpi: MPI_Win_create_dynamic + MPI_Win_attach, MPI_Put/MPI_Get per block,
  *            MPI_Win_flush per batch. memcpy: a local copy of the same blocks.
  *   arena    mpixfer_mem_alloc() memory (MPI_Win_allocate_shared inside the library).
- *            raw-mpi: the same per-block Put/Get + flush on the bench's own window from
- *            MPI_Win_allocate_shared. memcpy: copies straight into (out of) the peer's
- *            segment through the mapping MPI_Win_shared_query gives.
+ *            raw-mpi: the same per-block Put/Get + flush on that very window
+ *            (mpixfer_mem_window), on the same blocks. memcpy: copies straight into (out
+ *            of) the peer's block through the mapping MPI_Win_shared_query gives. (With
+ *            a window of its own the bench compared copies of different pages: the
+ *            1 MiB ratio then moved 0.89-1.07 from run to run with the pages' placement.)
  * and, with --src-mem/--dst-mem vram, on GPU memory (cudaMalloc, or host memory under
  * MPIXFER_GPU_EMULATE=1) with cudaMemcpy of the same blocks as the reference.
  *
@@ -650,17 +652,17 @@ typedef struct {
     MPI_Win dwin; /* dynamic window for raw MPI on foreign (and host xpu) memory */
     bool has_dwin;
 
-    /* arena: mpixfer_mem_alloc memory for mpixfer; the bench's own shared window for raw
-     * MPI and memcpy */
+    /* arena: mpixfer_mem_alloc memory, moved by mpixfer, by raw MPI on the arena's own
+     * window and by memcpy through the shared mapping: the same blocks for all three */
     mbuf_t abuf;
     uint64_t a_peer_addr;
+    MPI_Aint a_peer_sdisp; /* the partner's block in its segment of swin */
     size_t arena_size;
     MPI_Comm node_comm;
-    MPI_Win swin;
+    MPI_Win swin; /* the arena's window: the context owns it, the bench holds an epoch */
     bool has_swin;
-    int s_peer; /* the partner's rank in node_comm */
-    mbuf_t sbuf;
-    unsigned char *s_peer_map;
+    int s_peer; /* the partner's rank in swin's group */
+    unsigned char *s_peer_map; /* the partner's block, mapped here */
 
     /* xpu: --src-mem/--dst-mem */
     mbuf_t xbuf, xcopy; /* xbuf: src kind on the initiator, dst kind on the target */
@@ -1035,7 +1037,7 @@ static void method_buffers(bench_t *b, memkind_t mem, method_t m, mbuf_t **local
         r = m == M_COPY ? &b->fcopy : &b->fbuf;
         break;
     case MEM_ARENA:
-        l = m == M_MPIXFER ? &b->abuf : &b->sbuf;
+        l = &b->abuf;
         r = l;
         break;
     default:
@@ -1086,8 +1088,8 @@ static void method_setup(bench_t *b, const point_t *p, method_t m)
         unsigned char *l;
         MPI_Aint base;
         if (p->mem == MEM_ARENA) {
-            l = b->sbuf.p;
-            base = 0; /* displacement unit 1 from the start of the peer's segment */
+            l = b->abuf.p;
+            base = b->a_peer_sdisp; /* displacement unit 1 from the peer's segment base */
             u->win = b->swin;
             u->target = b->s_peer;
         } else {
@@ -1105,7 +1107,7 @@ static void method_setup(bench_t *b, const point_t *p, method_t m)
     }
     default: {
         unsigned char *l = p->mem == MEM_FOREIGN ? b->fbuf.p
-                           : p->mem == MEM_ARENA ? b->sbuf.p
+                           : p->mem == MEM_ARENA ? b->abuf.p
                                                  : b->xbuf.p;
         unsigned char *r = p->mem == MEM_FOREIGN ? b->fcopy.p
                            : p->mem == MEM_ARENA ? b->s_peer_map
@@ -1946,29 +1948,39 @@ int main(int argc, char **argv)
         MPICHK(MPI_Win_lock_all(0, b.dwin));
         b.has_dwin = true;
     }
-    /* Raw MPI and memcpy on arena-like memory: a window from MPI_Win_allocate_shared. */
+    /* Raw MPI and memcpy on the arena's blocks themselves, through its own window. */
     if (o.mem[MEM_ARENA]) {
-        MPI_Info info;
-        MPICHK(MPI_Info_create(&info));
-        MPICHK(MPI_Info_set(info, "alloc_shared_noncontig", "true"));
-        void *base = NULL;
-        MPICHK(MPI_Win_allocate_shared((MPI_Aint)(have_peer ? b.pool : 0), 1, info,
-                                       b.node_comm, &base, &b.swin));
-        MPI_Info_free(&info);
-        MPICHK(MPI_Win_set_errhandler(b.swin, MPI_ERRORS_RETURN));
+        MPI_Group gw, gs;
+        int me_s = MPI_UNDEFINED, partner = have_peer ? b.peer : b.rank;
+        XF(mpixfer_mem_window(b.ctx, &b.swin));
         b.has_swin = true;
+        MPICHK(MPI_Win_get_group(b.swin, &gs));
+        MPICHK(MPI_Comm_group(MPI_COMM_WORLD, &gw));
+        MPICHK(MPI_Group_translate_ranks(gw, 1, &b.rank, gs, &me_s));
+        MPICHK(MPI_Group_translate_ranks(gw, 1, &partner, gs, &b.s_peer));
+        MPI_Group_free(&gw);
+        MPI_Group_free(&gs);
+        if (me_s == MPI_UNDEFINED || b.s_peer == MPI_UNDEFINED)
+            die("the arena's window does not hold this pair");
+        MPI_Aint qsize = 0, sdisp = 0, *sdisps = calloc((size_t)size, sizeof *sdisps);
+        int qdisp = 0;
+        void *qp = NULL;
+        if (sdisps == NULL)
+            die("out of memory");
         if (have_peer) {
-            memset(base, 0, b.pool);
-            b.sbuf = (mbuf_t){base, b.pool, false, 0};
-            MPI_Aint qsize = 0;
-            int qdisp = 0;
-            void *qp = NULL;
-            MPICHK(MPI_Win_shared_query(b.swin, b.s_peer, &qsize, &qdisp, &qp));
-            if ((size_t)qsize < b.pool)
-                die("the partner's shared segment has %zu bytes, not %zu", (size_t)qsize,
-                    b.pool);
-            b.s_peer_map = qp;
+            MPICHK(MPI_Win_shared_query(b.swin, me_s, &qsize, &qdisp, &qp));
+            sdisp = (MPI_Aint)((unsigned char *)b.abuf.p - (unsigned char *)qp);
         }
+        MPICHK(MPI_Allgather(&sdisp, 1, MPI_AINT, sdisps, 1, MPI_AINT, MPI_COMM_WORLD));
+        if (have_peer) {
+            b.a_peer_sdisp = sdisps[b.peer];
+            MPICHK(MPI_Win_shared_query(b.swin, b.s_peer, &qsize, &qdisp, &qp));
+            if (qdisp != 1 || qsize < b.a_peer_sdisp + (MPI_Aint)b.pool)
+                die("the partner's arena segment (%zu bytes) does not hold its block",
+                    (size_t)qsize);
+            b.s_peer_map = (unsigned char *)qp + b.a_peer_sdisp;
+        }
+        free(sdisps);
         MPICHK(MPI_Win_lock_all(MPI_MODE_NOCHECK, b.swin));
     }
 
@@ -2052,10 +2064,8 @@ int main(int argc, char **argv)
             write_json(o.json, pts, npoints, &b, t, argc, argv, gpath_name);
     }
 
-    if (b.has_swin) {
+    if (b.has_swin) /* the context frees the window */
         MPICHK(MPI_Win_unlock_all(b.swin));
-        MPICHK(MPI_Win_free(&b.swin));
-    }
     if (b.has_dwin) {
         MPICHK(MPI_Win_unlock_all(b.dwin));
         if (b.fbuf.p)
