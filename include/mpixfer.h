@@ -465,7 +465,10 @@ typedef struct {
  * Nothing moves unless every check passes: counts equal and non-zero, each pair the same
  * non-zero length, each src inside memory this agent registered, each dst inside memory
  * the remote advertised. SUCCESS only after remote completion (MPI_Win_flush); the sync
- * message is sent only after that.
+ * message is sent only after that. A transfer whose bytes are in place when its operations
+ * return (copies into a node peer's arena or within the process, RMA that completes inside
+ * the MPI call) is finished, sync message included, before submit returns; the others are
+ * finished by progress (wait, polls, the progress thread).
  * @param[out] xfer_p  the request, set only on success; free with mpixfer_request_free().
  * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG; MPIXFER_ERR_NOT_FOUND (remote not loaded,
  *         or a desc in no registered region); MPIXFER_ERR_OUT_OF_RANGE (a desc runs past
@@ -476,7 +479,8 @@ MPIXFER_API mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
                                                      const mpixfer_transfer_request_t *req,
                                                      mpixfer_request_t **xfer_p);
 
-/** @brief One poll: drives progress, then true iff SUCCESS or FAILURE. */
+/** @brief One poll: drives progress unless the request is finished, then true iff SUCCESS
+ *         or FAILURE. */
 MPIXFER_API bool mpixfer_request_is_completed(mpixfer_request_t *xfer);
 
 /**
