@@ -277,7 +277,7 @@ static mpixfer_status_t probe_sync_rma(mpixfer_context_t *ctx, const int *node_r
     void *word = NULL;
     mpixfer_status_t st = MPIXFER_OK;
     int len = 0, nsync = 0, ok, all_ok = 0, rc;
-    bool ompi;
+    bool rdma; /* Open MPI's osc/rdma serves the window: the probe can be trusted */
 
     /* A page of its own, so the probe's attachment overlaps nothing registered later. */
     if (posix_memalign(&word, page, page) == 0) {
@@ -301,7 +301,7 @@ static mpixfer_status_t probe_sync_rma(mpixfer_context_t *ctx, const int *node_r
         st = MPIXFER__MPI_ERR("MPI_Allgather", rc);
         goto out;
     }
-    ompi = MPI_Get_library_version(lib, &len) == MPI_SUCCESS &&
+    rdma = MPI_Get_library_version(lib, &len) == MPI_SUCCESS &&
            strncmp(lib, "Open MPI", 8) == 0 && osc_rdma_window(ctx);
     for (int r = 0; r < ctx->size; r++) {
         bool sync;
@@ -309,7 +309,7 @@ static mpixfer_status_t probe_sync_rma(mpixfer_context_t *ctx, const int *node_r
             continue;
         if (mode == 2)
             sync = true;
-        else if (mode == 1 || !ompi || node_rank[r] == MPI_UNDEFINED)
+        else if (mode == 1 || !rdma || node_rank[r] == MPI_UNDEFINED)
             sync = false;
         else
             sync = probe_peer(ctx, r, addr[r]);

@@ -26,8 +26,8 @@
 #define MPIXFER__PATH_SYNC_RMA 0x80
 #define MPIXFER__PATH(ctx, r) ((mpixfer_data_path_t)((ctx)->peer_path[r] & 0x7f))
 
-/* A wait whose request is already done polls the control channel only every this many
- * times (see mpixfer_request_wait). */
+/* Transfers finished inside submit (whose wait then returns at once) poll the control
+ * channel only every this many times (see mpixfer_submit_transfer). */
 #define MPIXFER__CTRL_POLL_EVERY 16
 /* MPI counts are int: one RMA op moves at most this much. */
 #define MPIXFER__MAX_OP_BYTES ((size_t)1 << 30)
@@ -214,7 +214,7 @@ struct mpixfer_context {
     uint8_t *peer_path;
     mpixfer__arena_t *arena; /* NULL without an arena */
     mpixfer_gpu_path_t gpu_path;
-    unsigned ctrl_skipped; /* waits that finished a request without polling control */
+    unsigned ctrl_skipped; /* submits that finished a request without polling control */
     bool has_win;
     mpixfer_context_params_t params;
 

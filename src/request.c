@@ -534,19 +534,6 @@ mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms
             xfer->issuing = false;
             add_counts(ctx, &counts);
         }
-        if (xfer->staged == NULL && xfer->dsrc == NULL && !xfer->issuing &&
-            ctx->ctrl_skipped < MPIXFER__CTRL_POLL_EVERY) {
-            /* Our RMA is issued: if it is done, return without polling the control
-             * channel. That poll (MPI_Improbe) cost ~1 us after a 1 MiB copy had cooled
-             * the caches, 2 % of the transfer (measured); every CTRL_POLL_EVERY-th wait
-             * still polls, so a caller that only ever waits answers its peers. */
-            mpixfer__requests_progress(ctx, NULL);
-            if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS) {
-                ctx->ctrl_skipped++;
-                mpixfer__unlock(ctx);
-                return (mpixfer_state_t)atomic_load(&xfer->state);
-            }
-        }
         mpixfer__progress_locked(ctx);
         mpixfer__unlock(ctx);
         if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
