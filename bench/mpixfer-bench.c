@@ -1761,7 +1761,6 @@ static bool arena_pairs_on_node(bench_t *b)
     MPICHK(MPI_Group_translate_ranks(gw, 1, &peer, gn, &np));
     MPI_Group_free(&gw);
     MPI_Group_free(&gn);
-    b->s_peer = np;
     int ok = np != MPI_UNDEFINED, all = 0;
     MPICHK(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
     return all != 0;
