@@ -276,6 +276,32 @@ TEST_F(TransferAgentMpiTest, WaitZeroLargeThenInvalidate)
     }
 }
 
+/* The destructor completes (or fails) what is in flight and never hangs: agent0 drops a
+ * 40 MB WRITE's status and then itself right after submitting it. */
+TEST_F(TransferAgentMpiTest, DestroyWithTransferInFlight)
+{
+    size_t const size = 40u << 20;
+    auto p = std::make_unique<Pair>(size);
+    if (gRank == 0) {
+        std::fill(p->memory.begin(), p->memory.end(), 42);
+        auto const start = std::chrono::steady_clock::now();
+        {
+            TransferRequest writeReq{TransferOp::kWRITE, *p->reg, *p->remoteReg, p->agent1};
+            auto status = p->agent->submitTransferRequests(writeReq);
+        }
+        p->agent.reset(); /* completes the WRITE, drops the registration */
+        EXPECT_LT(std::chrono::steady_clock::now() - start, kPollBound);
+        p->reg = std::make_unique<RegisterDescs>(MemoryType::kDRAM, std::vector<MemoryDesc>{});
+        p->agent = makeAgent("agent0b"); /* ~Pair deregisters (an empty list) */
+    }
+    barrier();
+    if (gRank == 1) {
+        EXPECT_EQ(p->memory.front(), 42);
+        EXPECT_EQ(p->memory.back(), 42);
+    }
+    p.reset();
+}
+
 } // namespace
 
 int main(int argc, char **argv)
