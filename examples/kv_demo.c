@@ -13,11 +13,11 @@
  * With one process both agents live in rank 0 and the library copies directly.
  *
  * Two-job mode: the prefill and decode sides are separately launched jobs of one process
- * each, connected by connection info (both mpiexec lines need --ompi-server file:URI of one
- * running ompi-server; scripts/demo --two-jobs does it all):
+ * each, connected by connection info over a link (no ompi-server, no MPI dynamic
+ * processes; scripts/demo --two-jobs does it all):
  *
- *   mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --serve DIR     (prefill)
- *   mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --connect DIR   (decode)
+ *   mpiexec -n 1 mpixfer-kv-demo --serve DIR     (prefill)
+ *   mpiexec -n 1 mpixfer-kv-demo --connect DIR   (decode)
  *
  * Prefill's agent listens (use_listen_thread) and writes its connection info and pool
  * address to DIR/prefill.info; decode loads prefill by that info. The protocol stays the
@@ -78,8 +78,8 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mpiexec -n 2 mpixfer-kv-demo [options]   (or -n 1: both in one process)\n"
-               "       mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --serve DIR [options]\n"
-               "       mpiexec -n 1 --ompi-server file:URI mpixfer-kv-demo --connect DIR "
+               "       mpiexec -n 1 mpixfer-kv-demo --serve DIR [options]\n"
+               "       mpiexec -n 1 mpixfer-kv-demo --connect DIR "
                "[options]\n"
                "  --layers L        layers (default 4)\n"
                "  --blocks B        KV blocks per layer in each pool (default 64)\n"
@@ -674,7 +674,7 @@ static bool serve_job(const shape_t *s, mpixfer_context_t *ctx)
     if (ok)
         fill_pool(s, &pre);
     ok = ok && XF(mpixfer_get_local_connection_info(pre.agent, &info));
-    if (ok && strncmp(info, "mpixfer:2:", 10) != 0) {
+    if (ok && strncmp(info, "mpixfer:3:", 10) != 0) {
         fprintf(stderr, "prefill: connection info \"%s\" carries no address: the agent could "
                         "not listen (see the library's warning)\n", info);
         ok = false;

@@ -64,7 +64,7 @@ static inline mpixfer_status_t fuzz_desc_encode(uint64_t world_id, uint32_t rank
     agent.regions = ptrs;
     agent.nregions = nregions;
     agent.cap_regions = nregions;
-    st = mpixfer__desc_encode(&agent, blob_p, len_p);
+    st = mpixfer__desc_encode(&agent, false, blob_p, len_p);
     free(ptrs);
     free(store);
     return st;

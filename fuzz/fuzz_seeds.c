@@ -1,7 +1,7 @@
 /* Seed-corpus generator for the fuzz targets: fuzz_seeds SEED_DIR [WORK_DIR]
  *
  * Writes valid inputs, made with the library's own encoders, to SEED_DIR/desc,
- * SEED_DIR/ctrl and SEED_DIR/conninfo, and checks that each one decodes (exit 1 if not,
+ * SEED_DIR/ctrl, SEED_DIR/conninfo and SEED_DIR/handshake, and checks that each one decodes (exit 1 if not,
  * which also makes it a test of the encoders against the decoders). With WORK_DIR it also
  * creates WORK_DIR/desc, ... empty: libFuzzer writes what it finds into the first corpus
  * directory it is given, so the bounded runs of the test suite start from the seeds alone
@@ -166,21 +166,41 @@ static void ctrl_seeds(void)
 
 static void conninfo_seed(const char *file, uint64_t world_id, int rank, const char *name)
 {
-    char *info, parsed[MPIXFER__NAME_MAX + 1], *port = NULL;
+    char *info, parsed[MPIXFER__NAME_MAX + 1], *addr2 = NULL;
+    unsigned char key[MPIXFER__KEY_LEN], key2[MPIXFER__KEY_LEN];
     uint64_t wid;
     int r;
-    /* Every other seed carries a join address (version 2). */
-    const char *addr = (rank & 1) ? "tcp:node-7.example:40123" : NULL;
+    /* Every other seed carries a link address and key (version 3). */
+    const char *addr = (rank & 1) ? "10.1.2.3:40123" : NULL;
 
-    if (mpixfer__conninfo_format(world_id, rank, addr, name, &info) != MPIXFER_OK)
+    for (int i = 0; i < MPIXFER__KEY_LEN; i++)
+        key[i] = (unsigned char)(17u * (unsigned)i + (unsigned)rank);
+    if (mpixfer__conninfo_format(world_id, rank, addr, key, name, &info) != MPIXFER_OK)
         die("cannot format connection info", file);
-    if (mpixfer__conninfo_parse(info, &wid, &r, &port, parsed) != MPIXFER_OK ||
+    if (mpixfer__conninfo_parse(info, &wid, &r, &addr2, key2, parsed) != MPIXFER_OK ||
         wid != world_id || r != rank || strcmp(parsed, name) != 0 ||
-        (addr == NULL) != (port == NULL) || (addr != NULL && strcmp(addr, port) != 0))
+        (addr == NULL) != (addr2 == NULL) ||
+        (addr != NULL && (strcmp(addr, addr2) != 0 || memcmp(key, key2, sizeof key) != 0)))
         die("connection-info seed does not parse back:", file);
-    free(port);
+    free(addr2);
     write_seed("conninfo", file, info, strlen(info)); /* no NUL: the target adds it */
     free(info);
+}
+
+/* Handshake messages: a 1-byte selector (0 hello, 1 auth), then the message. */
+static void handshake_seeds(void)
+{
+    unsigned char buf[1 + MPIXFER__HS_MAX], nonce[MPIXFER__HS_NONCE], mac[MPIXFER__HS_MAC];
+    size_t n;
+
+    memset(nonce, 0x5a, sizeof nonce);
+    memset(mac, 0xc3, sizeof mac);
+    buf[0] = 0;
+    n = mpixfer__hs_hello_encode(nonce, "prefill-0", buf + 1);
+    write_seed("handshake", "hello", buf, n + 1);
+    buf[0] = 1;
+    n = mpixfer__hs_auth_encode(mac, 0x0123456789abcdefULL, 1, 4242, "decode-0", buf + 1);
+    write_seed("handshake", "auth", buf, n + 1);
 }
 
 static void conninfo_seeds(void)
@@ -199,7 +219,7 @@ static void conninfo_seeds(void)
 
 int main(int argc, char **argv)
 {
-    static const char *const targets[] = {"desc", "ctrl", "conninfo"};
+    static const char *const targets[] = {"desc", "ctrl", "conninfo", "handshake"};
     char path[4096];
 
     if (argc < 2 || argc > 3) {
@@ -208,14 +228,14 @@ int main(int argc, char **argv)
     }
     seed_dir = argv[1];
     make_dir(seed_dir);
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < 4; i++) {
         snprintf(path, sizeof(path), "%s/%s", seed_dir, targets[i]);
         make_dir(path);
         clear_dir(path);
     }
     if (argc == 3) {
         make_dir(argv[2]);
-        for (size_t i = 0; i < 3; i++) {
+        for (size_t i = 0; i < 4; i++) {
             snprintf(path, sizeof(path), "%s/%s", argv[2], targets[i]);
             make_dir(path);
             clear_dir(path);
@@ -224,6 +244,7 @@ int main(int argc, char **argv)
     desc_seeds();
     ctrl_seeds();
     conninfo_seeds();
+    handshake_seeds();
     printf("fuzz_seeds: wrote %d seeds under %s\n", nseeds, seed_dir);
     return 0;
 }

@@ -64,7 +64,10 @@ extern "C" {
     X(MPIXFER_ERR_MPI, -12, "MPI call failed")                                         \
     X(MPIXFER_ERR_IO, -13, "I/O error")                                                \
     X(MPIXFER_ERR_TIMEOUT, -14, "timed out")                                           \
-    X(MPIXFER_ERR_CANCELED, -15, "canceled (agent invalidated or destroyed)")
+    X(MPIXFER_ERR_CANCELED, -15, "canceled (agent invalidated or destroyed)")          \
+    X(MPIXFER_ERR_DENIED, -16,                                                         \
+      "access denied: the peer did not prove it holds the agent's connection info or " \
+      "descriptor")
 
 /** Status codes: MPIXFER_OK = 0, MPIXFER_IN_PROGRESS = 1, errors negative. */
 typedef enum {
@@ -281,6 +284,15 @@ typedef struct {
      *  or overlap share one, so 10,000 adjacent KV blocks take 1 of the MPI's few (Open
      *  MPI's osc/rdma allows 64 per process). */
     uint64_t window_attachments;
+    /** Links: connections that proved they hold an agent's key (accepted by this
+     *  context's listener), and connections refused (garbage, a wrong key, no proof in
+     *  time, too many at once). */
+    uint64_t links_accepted;
+    uint64_t links_refused;
+    /** Link transfers: pairs moved by cross-memory copies (same host), and UCX RMA
+     *  operations (ucp_put_nbx/ucp_get_nbx). */
+    uint64_t link_copies;
+    uint64_t link_ops;
 } mpixfer_stats_t;
 
 /**

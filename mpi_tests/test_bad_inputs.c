@@ -139,9 +139,17 @@ static mpixfer_status_t r_load_bad_version(fx_t *f)
 }
 static mpixfer_status_t r_load_other_world(fx_t *f)
 {
+    /* Without its link section (a version-1-like blob): another world it cannot reach. A
+     * blob that keeps it would be reached over a link instead (test_link_auth). */
+    const uint8_t *b = f->scratch;
+    size_t core;
     memcpy(f->scratch, f->blob_b, f->blob_b_len);
+    core = 32 + (size_t)(b[20] | b[21] << 8) +
+           24 * (size_t)((uint32_t)b[24] | (uint32_t)b[25] << 8 | (uint32_t)b[26] << 16 |
+                         (uint32_t)b[27] << 24);
+    f->scratch[6] = 0;
     f->scratch[8] ^= 0x5A;
-    return mpixfer_load_remote_agent(f->A, f->bn, f->scratch, f->blob_b_len);
+    return mpixfer_load_remote_agent(f->A, f->bn, f->scratch, core);
 }
 static mpixfer_status_t r_load_trailing(fx_t *f)
 {

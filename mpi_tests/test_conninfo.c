@@ -25,15 +25,17 @@ int main(int argc, char **argv)
     CHECK_OK(mpixfer_get_local_connection_info(B, &info));
     CHECK(info != NULL && strlen(info) < INFO_MAX);
     char expect[INFO_MAX];
-    snprintf(expect, sizeof expect, "mpixfer:1:%016" PRIx64 ":%d:%s", mpixfer_context_world_id(ctx),
-             rank, bn);
-    char lower[INFO_MAX];
-    snprintf(lower, sizeof lower, "%s", info);
-    /* the hex digits may be upper or lower case: lower-case just the world id */
-    for (size_t i = strlen("mpixfer:1:"); i < strlen("mpixfer:1:") + 16 && lower[i]; i++)
-        if (lower[i] >= 'A' && lower[i] <= 'F')
-            lower[i] = (char)(lower[i] - 'A' + 'a');
-    CHECK_MSG(strcmp(lower, expect) == 0, "connection info '%s', expected '%s'", info, expect);
+    /* Version 3: reachable by links too, "...:<ip>:<port>:key=<32 lower hex>:<name>". */
+    snprintf(expect, sizeof expect, "mpixfer:3:%016" PRIx64 ":%d:", mpixfer_context_world_id(ctx),
+             rank);
+    CHECK_MSG(strncmp(info, expect, strlen(expect)) == 0, "connection info '%s', expected '%s...'",
+              info, expect);
+    {
+        const char *k = strstr(info, ":key=");
+        CHECK_MSG(k != NULL, "no key= in '%s'", info);
+        CHECK(strspn(k + 5, "0123456789abcdef") == 32 && k[37] == ':');
+        CHECK(strcmp(k + 38, bn) == 0);
+    }
 
     char *infos = calloc((size_t)size, INFO_MAX);
     char myinfo[INFO_MAX] = {0};
@@ -61,11 +63,10 @@ int main(int argc, char **argv)
     CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, pbn, NULL), MPIXFER_ERR_INVALID_ARG);
     CHECK_STATUS(mpixfer_load_remote_agent_by_connection(NULL, pbn, pinfo), MPIXFER_ERR_INVALID_ARG);
     {
-        /* other world: change one hex digit of the world id */
+        /* other world without a link (version 1): nothing reaches it */
         char other[INFO_MAX];
-        snprintf(other, sizeof other, "%s", pinfo);
-        char *h = other + strlen("mpixfer:1:");
-        h[15] = h[15] == '0' ? '1' : '0';
+        snprintf(other, sizeof other, "mpixfer:1:%016" PRIx64 ":%d:%s",
+                 mpixfer_context_world_id(ctx) ^ 1, peer, pbn);
         CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, pbn, other),
                      MPIXFER_ERR_UNREACHABLE);
     }
@@ -78,7 +79,13 @@ int main(int argc, char **argv)
         mpixfer_agent_t *O = tst_agent(c2, on);
         char *oinfo = NULL;
         CHECK_OK(mpixfer_get_local_connection_info(O, &oinfo));
-        CHECK_STATUS(mpixfer_load_remote_agent_by_connection(A, on, oinfo), MPIXFER_ERR_UNREACHABLE);
+        /* Another context is another world: reached over a link, asynchronously. */
+        CHECK_OK(mpixfer_load_remote_agent_by_connection(A, on, oinfo));
+        mpixfer_mem_descs_t none = tst_descs(MPIXFER_MEM_DRAM, NULL, 0);
+        double deadline = tst_now() + 20.0;
+        while (!mpixfer_check_remote_descs(A, on, &none))
+            CHECK_MSG(tst_now() < deadline, "another context's agent not usable in 20 s");
+        CHECK_OK(mpixfer_invalidate_remote_agent(A, on));
         mpixfer_free(oinfo);
         CHECK_OK(mpixfer_agent_destroy(O));
         CHECK_OK(mpixfer_context_destroy(c2));

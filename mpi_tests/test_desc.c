@@ -18,7 +18,9 @@ static void check_bad_loads(mpixfer_agent_t *a, const char *name, const uint8_t 
     CHECK(len >= 20);
     CHECK_MSG(memcmp(blob, "MPXF", 4) == 0, "magic %02x%02x%02x%02x", blob[0], blob[1], blob[2],
               blob[3]);
-    CHECK_MSG(rd16(blob + 4) == 1, "version %u", rd16(blob + 4));
+    CHECK_MSG(rd16(blob + 4) == 2, "version %u", rd16(blob + 4));
+    /* Flag bit 0: the link section (key, listener address) of a blob asked for. */
+    CHECK_MSG(rd16(blob + 6) == 1, "flags %u", rd16(blob + 6));
     CHECK_MSG(rd64(blob + 8) == wid, "world id %016" PRIx64 " != %016" PRIx64, rd64(blob + 8), wid);
     CHECK_MSG(rd32(blob + 16) == (uint32_t)owner_rank, "rank %u != %d", rd32(blob + 16),
               owner_rank);
@@ -45,14 +47,14 @@ static void check_bad_loads(mpixfer_agent_t *a, const char *name, const uint8_t 
     copy[0] ^= 0x20;
     CHECK_STATUS(mpixfer_load_remote_agent(a, name, copy, len), MPIXFER_ERR_BAD_DESC);
     memcpy(copy, blob, len);
-    copy[4] = 2; /* version 2 */
+    copy[4] = 3; /* version 3 */
     CHECK_STATUS(mpixfer_load_remote_agent(a, name, copy, len), MPIXFER_ERR_BAD_DESC);
     memcpy(copy, blob, len);
     copy[5] = 1; /* version 257 */
     CHECK_STATUS(mpixfer_load_remote_agent(a, name, copy, len), MPIXFER_ERR_BAD_DESC);
     memcpy(copy, blob, len);
-    copy[8] ^= 0x01; /* other world */
-    CHECK_STATUS(mpixfer_load_remote_agent(a, name, copy, len), MPIXFER_ERR_UNREACHABLE);
+    copy[6] = 0; /* no link section, but its bytes are there */
+    CHECK_STATUS(mpixfer_load_remote_agent(a, name, copy, len), MPIXFER_ERR_BAD_DESC);
     memcpy(copy, blob, len);
     memset(copy + len, 0xA5, 16); /* trailing garbage */
     CHECK_STATUS(mpixfer_load_remote_agent(a, name, copy, len + 1), MPIXFER_ERR_BAD_DESC);
@@ -116,11 +118,19 @@ int main(int argc, char **argv)
     CHECK_STATUS(mpixfer_load_remote_agent(A, an, own, olen), MPIXFER_ERR_INVALID_ARG);
     mpixfer_free(own);
 
-    /* A blob of another context (other world id) is unreachable. */
+    /* A blob of another context (other world id) is reached over a link, asynchronously:
+     * usable once the link's handshake is done. */
     void *oblob = NULL;
     size_t oblen = 0;
     CHECK_OK(mpixfer_get_local_agent_desc(O, &oblob, &oblen));
-    CHECK_STATUS(mpixfer_load_remote_agent(A, on, oblob, oblen), MPIXFER_ERR_UNREACHABLE);
+    CHECK_OK(mpixfer_load_remote_agent(A, on, oblob, oblen));
+    {
+        mpixfer_mem_descs_t none = tst_descs(MPIXFER_MEM_DRAM, NULL, 0);
+        double deadline = tst_now() + 20.0;
+        while (!mpixfer_check_remote_descs(A, on, &none))
+            CHECK_MSG(tst_now() < deadline, "another context's agent not usable in 20 s");
+        CHECK_OK(mpixfer_invalidate_remote_agent(A, on));
+    }
     mpixfer_free(oblob);
 
     /* Good loads. */

@@ -36,7 +36,7 @@ int main(int argc, char **argv)
         }
     }
     CHECK(MPIXFER_OK == 0 && MPIXFER_IN_PROGRESS == 1);
-    const int unknown[] = {2, 3, -16, -99, 12345, -12345, 0x7fffffff, -0x7fffffff};
+    const int unknown[] = {2, 3, -17, -99, 12345, -12345, 0x7fffffff, -0x7fffffff};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *e = mpixfer_strerror((mpixfer_status_t)unknown[i]);
         const char *s = mpixfer_status_name((mpixfer_status_t)unknown[i]);

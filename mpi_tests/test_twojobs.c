@@ -80,8 +80,8 @@ static int serve(const char *dir)
     CHECK_OK(tst_register(a, buf, LEN));
     char *info = NULL;
     CHECK_OK(mpixfer_get_local_connection_info(a, &info));
-    CHECK_MSG(strncmp(info, "mpixfer:2:", 10) == 0, "a listening agent's info carries an "
-                                                    "address: %s", info);
+    CHECK_MSG(strncmp(info, "mpixfer:3:", 10) == 0 && strstr(info, ":key=") != NULL,
+              "a listening agent's info carries an address and a key: %s", info);
     char text[4096], path[4096];
     snprintf(text, sizeof text, "%s\n%llu\n", info, (unsigned long long)(uintptr_t)buf);
     snprintf(path, sizeof path, "%s/%s", dir, name);

@@ -67,6 +67,14 @@ mpixfer_status_t mpixfer_agent_create(mpixfer_context_t *ctx, const mpixfer_agen
         return MPIXFER_ERR_NO_MEMORY;
     a->ctx = ctx;
     a->cfg = *cfg;
+    {
+        const char *lm = getenv("MPIXFER_LINK");
+        a->reachable = !(lm != NULL && strcmp(lm, "none") == 0);
+    }
+    if (a->reachable && (st = mpixfer__random(a->key, sizeof a->key)) != MPIXFER_OK) {
+        free(a);
+        return st;
+    }
     a->name = strdup(name);
     a->cfg.name = a->name;
     if (a->name == NULL) {
@@ -89,16 +97,10 @@ mpixfer_status_t mpixfer_agent_create(mpixfer_context_t *ctx, const mpixfer_agen
             goto err_name;
         }
     }
-    if (cfg->use_listen_thread) {
-        /* Listening also means other jobs may connect: open a port, accept in a thread. */
-        st = mpixfer__listen_acquire(ctx);
-        if (st != MPIXFER_OK) {
-            mpixfer__unlock(ctx);
-            if (a->wants_thread)
-                mpixfer__thread_release(ctx);
-            goto err_name;
-        }
-    }
+    if (cfg->use_listen_thread && a->reachable &&
+        mpixfer__listen_ensure(ctx) != MPIXFER_OK)
+        LOG_WARN("agent '%s': no link listener, so only agents of this job can reach it",
+                 a->name);
     a->next = ctx->agents;
     ctx->agents = a;
     mpixfer__unlock(ctx);
@@ -162,8 +164,6 @@ mpixfer_status_t mpixfer_agent_destroy(mpixfer_agent_t *agent)
     release_thread = agent->wants_thread;
     mpixfer__unlock(ctx);
 
-    if (agent->cfg.use_listen_thread)
-        mpixfer__listen_release(ctx);
     if (release_thread)
         mpixfer__thread_release(ctx);
     LOG_INFO("agent '%s' destroyed", agent->name);
@@ -490,13 +490,63 @@ mpixfer_status_t mpixfer_get_local_agent_desc(mpixfer_agent_t *agent, void **blo
     if (agent == NULL || blob_p == NULL || len_p == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, blob_p or len_p is NULL");
     mpixfer__lock(agent->ctx);
-    st = mpixfer__desc_encode(agent, &blob, &len);
+    /* A descriptor asked for may travel to another process: it carries the link. */
+    if (agent->reachable)
+        mpixfer__listen_ensure(agent->ctx);
+    st = mpixfer__desc_encode(agent, true, &blob, &len);
     mpixfer__unlock(agent->ctx);
     if (st != MPIXFER_OK)
         return st;
     *blob_p = blob;
     *len_p = len;
     return MPIXFER_OK;
+}
+
+/* An agent of another process: a new link to it, usable once its handshake ends.
+ * @p desc (from a blob) is kept as what the caller loaded; NULL asks the peer for it. */
+static mpixfer_status_t load_linked(mpixfer_agent_t *agent, const char *name, const char *addr,
+                                    const unsigned char key[MPIXFER__KEY_LEN], uint64_t world,
+                                    mpixfer__desc_t *desc)
+{
+    mpixfer_context_t *ctx = agent->ctx;
+    mpixfer__remote_t *r;
+    mpixfer__link_t *link;
+    mpixfer_status_t st;
+
+    mpixfer__lock(ctx);
+    r = mpixfer__find_remote(agent, name);
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL || (r->name = strdup(name)) == NULL) {
+            free(r);
+            st = MPIXFER_ERR_NO_MEMORY;
+            goto out;
+        }
+        r->next = agent->remotes;
+        agent->remotes = r;
+    }
+    st = mpixfer__link_connect(ctx, agent, name, addr, key, world, &link);
+    if (st != MPIXFER_OK)
+        goto out;
+    /* A reload replaces the old link (and what it knew). */
+    if (r->link != NULL)
+        mpixfer__link_release(ctx, r->link);
+    mpixfer__desc_fini(&r->desc);
+    if (desc != NULL) {
+        r->desc = *desc;
+        desc->regions = NULL;
+        desc->nregions = 0;
+    }
+    r->from_blob = desc != NULL;
+    r->link = link;
+    r->rank = 0;
+    r->loaded = false;
+    r->pending = true;
+out:
+    mpixfer__unlock(ctx);
+    if (desc != NULL)
+        mpixfer__desc_fini(desc);
+    return st;
 }
 
 mpixfer_status_t mpixfer_load_remote_agent(mpixfer_agent_t *agent, const char *name,
@@ -513,12 +563,20 @@ mpixfer_status_t mpixfer_load_remote_agent(mpixfer_agent_t *agent, const char *n
     if (st != MPIXFER_OK)
         return st;
     if (desc.world_id != ctx->world_id) {
-        LOG_WARN("descriptor of '%s' is from MPI world %016llx, this context is %016llx; "
-                 "agents of separately launched jobs cannot reach each other yet",
-                 desc.name, (unsigned long long)desc.world_id,
-                 (unsigned long long)ctx->world_id);
-        st = MPIXFER_ERR_UNREACHABLE;
-        goto err;
+        if (!desc.has_link) {
+            LOG_WARN("descriptor of '%s' is from MPI world %016llx, this context is %016llx, "
+                     "and carries no link (that agent's process has no listener)",
+                     desc.name, (unsigned long long)desc.world_id,
+                     (unsigned long long)ctx->world_id);
+            st = MPIXFER_ERR_UNREACHABLE;
+            goto err;
+        }
+        if (strcmp(desc.name, name) != 0) {
+            LOG_WARN("descriptor is of agent '%s', not '%s'", desc.name, name);
+            st = MPIXFER_ERR_INVALID_ARG;
+            goto err;
+        }
+        return load_linked(agent, name, desc.link_addr, desc.key, desc.world_id, &desc);
     }
     if (desc.rank >= (uint32_t)ctx->size) {
         LOG_WARN("descriptor of '%s' names rank %u of a %d-process context", desc.name,
@@ -554,10 +612,11 @@ mpixfer_status_t mpixfer_get_local_connection_info(mpixfer_agent_t *agent, char 
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent or info_p is NULL");
     ctx = agent->ctx;
     mpixfer__lock(ctx);
-    /* A listening agent's info carries the port, so other jobs can connect. */
+    /* The info may travel to another process: it carries the listener and the key. */
+    if (agent->reachable)
+        mpixfer__listen_ensure(ctx);
     st = mpixfer__conninfo_format(ctx->world_id, ctx->rank,
-                                  agent->cfg.use_listen_thread && ctx->has_port ? ctx->port
-                                                                                 : NULL,
+                                  agent->reachable ? mpixfer__listen_addr(ctx) : NULL, agent->key,
                                   agent->name, info_p);
     mpixfer__unlock(ctx);
     return st;
@@ -568,56 +627,48 @@ mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_agent_t *agent,
 {
     mpixfer_context_t *ctx;
     char rname[MPIXFER__NAME_MAX + 1];
+    unsigned char key[MPIXFER__KEY_LEN];
     uint64_t wid;
     int rank;
-    char *port = NULL;
+    char *addr = NULL;
     mpixfer__remote_t *r;
-    mpixfer__link_t *link = NULL;
     mpixfer_status_t st;
 
     if (agent == NULL || name == NULL || info == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, name or info is NULL");
     ctx = agent->ctx;
-    st = mpixfer__conninfo_parse(info, &wid, &rank, &port, rname);
+    st = mpixfer__conninfo_parse(info, &wid, &rank, &addr, key, rname);
     if (st != MPIXFER_OK)
         return st;
     if (strcmp(rname, name) != 0) {
-        free(port);
+        free(addr);
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "connection info is of agent '%s', not '%s'",
                       rname, name);
     }
-    if (wid != ctx->world_id && port == NULL)
-        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE,
-                      "connection info of '%s' is from MPI world %016llx, this context is "
-                      "%016llx, and it carries no MPI port (the remote agent needs "
-                      "use_listen_thread)",
-                      rname, (unsigned long long)wid, (unsigned long long)ctx->world_id);
-    if (wid == ctx->world_id) {
-        free(port); /* same world: the communicator reaches it */
-        port = NULL;
-        if (rank >= ctx->size)
-            MPIXFER__FAIL(MPIXFER_ERR_BAD_DESC, "connection info names rank %d of %d", rank,
-                          ctx->size);
-        if (rank == ctx->rank && strcmp(rname, agent->name) == 0)
-            MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent '%s' cannot load itself", name);
+    if (wid != ctx->world_id) {
+        if (addr == NULL)
+            MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE,
+                          "connection info of '%s' is from MPI world %016llx, this context is "
+                          "%016llx, and it carries no link (its process has no listener)",
+                          rname, (unsigned long long)wid, (unsigned long long)ctx->world_id);
+        st = load_linked(agent, name, addr, key, wid, NULL);
+        free(addr);
+        return st;
     }
+    /* Same world: the communicator reaches it, no key needed. */
+    free(addr);
+    if (rank >= ctx->size)
+        MPIXFER__FAIL(MPIXFER_ERR_BAD_DESC, "connection info names rank %d of %d", rank,
+                      ctx->size);
+    if (rank == ctx->rank && strcmp(rname, agent->name) == 0)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent '%s' cannot load itself", name);
 
     mpixfer__lock(ctx);
-    if (port != NULL) {
-        st = mpixfer__link_connect(ctx, port, wid, &link);
-        free(port);
-        if (st != MPIXFER_OK) {
-            mpixfer__unlock(ctx);
-            return st;
-        }
-    }
     r = mpixfer__find_remote(agent, name);
     if (r == NULL) {
         r = calloc(1, sizeof(*r));
         if (r == NULL || (r->name = strdup(name)) == NULL) {
             free(r);
-            if (link != NULL)
-                mpixfer__link_release(ctx, link);
             mpixfer__unlock(ctx);
             return MPIXFER_ERR_NO_MEMORY;
         }
@@ -626,10 +677,11 @@ mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_agent_t *agent,
     }
     if (r->link != NULL)
         mpixfer__link_release(ctx, r->link);
-    r->link = link;
-    r->rank = link ? 0 : rank;
+    r->link = NULL;
+    r->from_blob = false;
+    r->rank = rank;
     r->pending = true;
-    st = mpixfer__ctrl_send(ctx, (mpixfer__route_t){r->rank, r->link}, MPIXFER__CTRL_DESC_REQ,
+    st = mpixfer__ctrl_send(ctx, (mpixfer__route_t){r->rank, NULL}, MPIXFER__CTRL_DESC_REQ,
                             agent->name, name, NULL, 0);
     if (st != MPIXFER_OK)
         r->pending = false;

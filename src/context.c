@@ -525,11 +525,6 @@ mpixfer_status_t mpixfer_context_destroy(mpixfer_context_t *ctx)
     /* The threads would race the collective calls below. */
     mpixfer__thread_stop(ctx);
     mpixfer__lock(ctx);
-    if (ctx->listen_users > 0)
-        ctx->listen_users = 1;
-    mpixfer__unlock(ctx);
-    mpixfer__listen_release(ctx);
-    mpixfer__lock(ctx);
     mpixfer__links_close_all(ctx);
     mpixfer__unlock(ctx);
     st = drain_collectively(ctx);
@@ -616,7 +611,7 @@ static mpixfer_status_t pack_local_agents(mpixfer_context_t *ctx, unsigned char 
         goto out;
     }
     for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next, i++) {
-        st = mpixfer__desc_encode(a, &blobs[i], &lens[i]);
+        st = mpixfer__desc_encode(a, false, &blobs[i], &lens[i]);
         if (st != MPIXFER_OK)
             goto out;
         total += 4 + lens[i];

@@ -13,6 +13,8 @@
 #include "mpixfer.h"
 
 #define MPIXFER__NAME_MAX 255
+/* An agent's link secret: 128 bits (link.c, handshake.c). */
+#define MPIXFER__KEY_LEN 16
 /* Control messages use one tag so MPI's non-overtaking rule orders each sender's stream. */
 #define MPIXFER__CTRL_TAG 0x6d78
 #define MPIXFER__DEFAULT_MAX_SYNC ((size_t)1 << 20)
@@ -60,17 +62,70 @@ typedef struct {
     size_t nregions;
     mpixfer__wire_region_t *regions;
     char name[MPIXFER__NAME_MAX + 1];
+    bool has_link; /* version 2 with a link section: reachable from other processes */
+    unsigned char key[MPIXFER__KEY_LEN];
+    char link_addr[64]; /* "<ipv4>:<port>" */
 } mpixfer__desc_t;
 
-/* A connection to one process of another MPI job (MPI_Comm_connect/accept). Data moves
- * two-sided over it (the staged protocol): Open MPI 4.1 cannot create a window over the
- * TCP path that joins separate jobs. */
+/* ---------------------------------------------------------------- links */
+#define MPIXFER__HS_MAGIC "MPXL"
+#define MPIXFER__HS_VERSION 1
+#define MPIXFER__HS_NONCE 32
+#define MPIXFER__HS_MAC 32
+#define MPIXFER__HS_HELLO_FIXED 40
+#define MPIXFER__HS_AUTH_FIXED 52
+#define MPIXFER__HS_MAX (MPIXFER__HS_AUTH_FIXED + MPIXFER__NAME_MAX)
+
+typedef struct {
+    unsigned char nonce[MPIXFER__HS_NONCE];
+    char name[MPIXFER__NAME_MAX + 1];
+} mpixfer__hello_t;
+
+typedef struct {
+    unsigned char mac[MPIXFER__HS_MAC];
+    unsigned char ident[20]; /* world, rank, pid, name length, reserved: covered by mac */
+    uint64_t world;
+    uint32_t rank, pid;
+    char name[MPIXFER__NAME_MAX + 1];
+} mpixfer__auth_t;
+
+typedef struct mpixfer__obuf {
+    unsigned char *buf;
+    size_t n, off;
+    struct mpixfer__obuf *next;
+} mpixfer__obuf_t;
+
+typedef enum {
+    MPIXFER__LINK_CONNECTING, /* client: TCP connect in progress (HELLO queued) */
+    MPIXFER__LINK_CHAL,       /* client: waiting for the server's challenge and proof */
+    MPIXFER__LINK_WELCOME,    /* client: our proof sent, waiting to be accepted */
+    MPIXFER__LINK_DESC,       /* client: accepted, waiting for the descriptor */
+    MPIXFER__LINK_READY
+} mpixfer__link_state_t;
+
+/* A TCP connection between one agent of ours and one agent of another process, after (or
+ * during) the handshake of handshake.c. See link.c. */
 typedef struct mpixfer__link {
-    MPI_Comm comm;      /* intercommunicator; the peer is rank 0 of the remote group */
-    char *port;         /* the port we connected to; NULL when we accepted */
+    int fd;
+    mpixfer__link_state_t state;
+    bool server;          /* accepted by our listener */
+    bool closed;          /* nothing crosses any more; err says why */
+    bool cma;             /* bytes move by process_vm_writev/readv */
+    bool same_host;       /* same kernel boot (UCX error mode NONE) */
+    mpixfer_status_t err;
     uint64_t peer_world;
-    unsigned refs;      /* remote-agent entries using it */
-    bool closed;        /* disconnected; the struct lives on until the context goes */
+    uint32_t peer_rank, peer_pid;
+    unsigned refs;        /* client links: remote-agent entries using it */
+    char *local_name, *peer_name;
+    char peer_addr[128];
+    unsigned char key[MPIXFER__KEY_LEN];
+    unsigned char nonce_c[MPIXFER__HS_NONCE];
+    int64_t deadline_ns;  /* client: the handshake must end by then */
+    unsigned char *in;
+    size_t in_len, in_cap;
+    mpixfer__obuf_t *out_head, *out_tail;   /* to write */
+    mpixfer__obuf_t *held_head, *held_tail; /* control said before the handshake ended */
+    struct mpixfer__link_ucx *ucx;           /* UCX endpoint and remote keys, or NULL */
     struct mpixfer__link *next;
 } mpixfer__link_t;
 
@@ -86,10 +141,11 @@ typedef struct {
 typedef struct mpixfer__remote {
     char *name;
     struct mpixfer__remote *next;
-    mpixfer__link_t *link; /* another job: reached over this link (holds a reference) */
+    mpixfer__link_t *link; /* another process: reached over this link (holds a reference) */
     int rank;
-    bool loaded;  /* desc valid */
-    bool pending; /* a descriptor request by connection info is outstanding */
+    bool loaded;    /* desc valid and the remote usable */
+    bool pending;   /* a descriptor request or a link handshake is outstanding */
+    bool from_blob; /* desc came from a blob the caller loaded (a link keeps it) */
     mpixfer__desc_t desc;
 } mpixfer__remote_t;
 
@@ -149,6 +205,8 @@ struct mpixfer_agent {
     char *name;
     mpixfer_agent_config_t cfg;
     bool wants_thread;
+    bool reachable; /* may be reached by links: its key is in its descriptor and info */
+    unsigned char key[MPIXFER__KEY_LEN]; /* the link capability (getrandom at creation) */
     mpixfer__msg_t *inbox_head, *inbox_tail;
     struct mpixfer_agent *next;
 };
@@ -185,6 +243,9 @@ struct mpixfer_request {
      * only once it is done, so no wait ever blocks on a peer that does not progress. */
     MPI_Request mpi_done;
     bool issuing; /* a waiting thread issues the deferred lists without the lock */
+    bool on_link; /* moved over a link: lop (UCX) or done in submit (copies) */
+    struct mpixfer__link_op *lop;
+    mpixfer_status_t link_err;
     mpixfer_status_t issue_err;
     struct mpixfer_request *next_pending;
     char name_inline[48]; /* last: a request finished in submit never writes it */
@@ -236,13 +297,8 @@ struct mpixfer_context {
 
     mpixfer__link_t *links;
     struct mpixfer__learned *learned; /* agent name -> link, from messages over links */
-    char port[MPI_MAX_PORT_NAME]; /* "tcp:<host>:<port>" others join us at */
-    bool has_port;
-    int listen_fd;
-    pthread_t accept_thread;
-    bool accept_running;
-    atomic_bool accept_stop;
-    unsigned listen_users;
+    struct mpixfer__links *lk;        /* listener and link thread; NULL until needed */
+    struct mpixfer__ucx *ucx;         /* UCX context and worker; NULL until a link needs it */
 
     pthread_t thread;
     bool thread_running;
@@ -276,7 +332,9 @@ void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc,
 mpixfer_status_t mpixfer__check_mem_type(mpixfer_mem_type_t type);
 
 /* -------------------------------------------------------------- desc.c */
-mpixfer_status_t mpixfer__desc_encode(const mpixfer_agent_t *agent, void **blob_p, size_t *len_p);
+/* @p with_link: add the link section (listener address, key) when the agent has one. */
+mpixfer_status_t mpixfer__desc_encode(const mpixfer_agent_t *agent, bool with_link, void **blob_p,
+                                      size_t *len_p);
 /* Untrusted bytes: everything is checked. On success @p out owns its regions array. */
 mpixfer_status_t mpixfer__desc_decode(const void *blob, size_t len, size_t max_regions,
                                       mpixfer__desc_t *out);
@@ -284,12 +342,15 @@ void mpixfer__desc_fini(mpixfer__desc_t *desc);
 /* Lookup in decoded regions: OK, NOT_FOUND or OUT_OF_RANGE as mpixfer__agent_find_region. */
 mpixfer_status_t mpixfer__desc_find(const mpixfer__desc_t *desc, mpixfer_mem_type_t type,
                                     const mpixfer_mem_desc_t *d);
-/* @p port NULL: no port (version 1); else version 2 carrying it. */
-mpixfer_status_t mpixfer__conninfo_format(uint64_t world_id, int rank, const char *port,
-                                          const char *name, char **info_p);
-/* *port_p is set to a malloc'd port string, or NULL when the info carries none. */
+/* @p addr NULL: version 1 (the agent's own job only); else version 3 with the link
+ * listener's address and the agent's key. */
+mpixfer_status_t mpixfer__conninfo_format(uint64_t world_id, int rank, const char *addr,
+                                          const unsigned char *key, const char *name,
+                                          char **info_p);
+/* *addr_p: a malloc'd "<ip>:<port>", or NULL (version 1); key_p filled when it is set. */
 mpixfer_status_t mpixfer__conninfo_parse(const char *info, uint64_t *world_id_p, int *rank_p,
-                                         char **port_p, char name[MPIXFER__NAME_MAX + 1]);
+                                         char **addr_p, unsigned char key_p[MPIXFER__KEY_LEN],
+                                         char name[MPIXFER__NAME_MAX + 1]);
 
 /* ------------------------------------------------------------ notify.c */
 typedef enum {
@@ -336,8 +397,8 @@ static inline bool mpixfer__route_eq(mpixfer__route_t a, mpixfer__route_t b)
 {
     return a.link == b.link && (a.link != NULL || a.rank == b.rank);
 }
-/* Poll one communicator for control messages arriving from @p via. Lock held. */
-int mpixfer__ctrl_poll_comm(mpixfer_context_t *ctx, MPI_Comm comm, mpixfer__link_t *via);
+/* Handle one decoded control message from @p src. Lock held. */
+void mpixfer__ctrl_dispatch(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c);
 /* Receive and dispatch what has arrived; returns the number handled. Lock held. */
 int mpixfer__ctrl_poll(mpixfer_context_t *ctx);
 /* Complete finished Isends; returns how many are still in flight. Lock held. */
@@ -407,24 +468,68 @@ void mpixfer__staged_free(mpixfer__staged_t *s);
 void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
                                 mpixfer_agent_t *agent, const mpixfer__ctrl_t *c);
 
+/* --------------------------------------------------------- handshake.c */
+mpixfer_status_t mpixfer__random(void *buf, size_t len);
+size_t mpixfer__hs_hello_encode(const unsigned char nonce_c[MPIXFER__HS_NONCE], const char *name,
+                                unsigned char *out);
+/* Untrusted bytes: OK, IN_PROGRESS (*need_p bytes are needed) or BAD_DESC. */
+mpixfer_status_t mpixfer__hs_hello_parse(const void *buf, size_t len, size_t *need_p,
+                                         mpixfer__hello_t *out);
+size_t mpixfer__hs_auth_encode(const unsigned char mac[MPIXFER__HS_MAC], uint64_t world,
+                               uint32_t rank, uint32_t pid, const char *name, unsigned char *out);
+mpixfer_status_t mpixfer__hs_auth_parse(const void *buf, size_t len, size_t *need_p,
+                                        mpixfer__auth_t *out);
+void mpixfer__hs_mac_server(const unsigned char key[MPIXFER__KEY_LEN],
+                            const unsigned char nonce_c[MPIXFER__HS_NONCE],
+                            const unsigned char nonce_s[MPIXFER__HS_NONCE], const char *name,
+                            unsigned char mac[MPIXFER__HS_MAC]);
+void mpixfer__hs_mac_client(const unsigned char key[MPIXFER__KEY_LEN],
+                            const unsigned char nonce_c[MPIXFER__HS_NONCE],
+                            const unsigned char nonce_s[MPIXFER__HS_NONCE], const char *name,
+                            const unsigned char ident[20], const char *client,
+                            unsigned char mac[MPIXFER__HS_MAC]);
+/* Constant time. */
+bool mpixfer__hs_mac_equal(const unsigned char a[MPIXFER__HS_MAC],
+                           const unsigned char b[MPIXFER__HS_MAC]);
+
 /* -------------------------------------------------------------- link.c */
-/* Connect to @p port of another job (or reuse a link to it); a reference for the caller. */
-mpixfer_status_t mpixfer__link_connect(mpixfer_context_t *ctx, const char *port,
+/* The listener (and the link thread); UNSUPPORTED with MPIXFER_LINK=none. Lock held. */
+mpixfer_status_t mpixfer__listen_ensure(mpixfer_context_t *ctx);
+/* "<ip>:<port>" of the listener, or NULL. */
+const char *mpixfer__listen_addr(const mpixfer_context_t *ctx);
+/* A new link from @p agent to @p peer_name at @p addr holding its @p key; the handshake
+ * runs in the link thread. A reference for the caller. Lock held. */
+mpixfer_status_t mpixfer__link_connect(mpixfer_context_t *ctx, mpixfer_agent_t *agent,
+                                       const char *peer_name, const char *addr,
+                                       const unsigned char key[MPIXFER__KEY_LEN],
                                        uint64_t peer_world, mpixfer__link_t **link_p);
-/* Drop a reference; the last one disconnects (BYE, wait for BYE_ACK, MPI_Comm_disconnect). */
+/* Drop a reference; the last closes the connection. Lock held. */
 void mpixfer__link_release(mpixfer_context_t *ctx, mpixfer__link_t *link);
-/* BYE / BYE_ACK from the peer of @p link. */
-void mpixfer__link_on_bye(mpixfer_context_t *ctx, mpixfer__link_t *link, bool ack);
-/* Poll every open link. Lock held. */
-int mpixfer__links_poll(mpixfer_context_t *ctx);
-/* Disconnect every link (context destruction). Lock held. */
+/* Send a control message buffer (from mpixfer__ctrl_alloc, owned from now on). Lock held. */
+mpixfer_status_t mpixfer__link_post(mpixfer_context_t *ctx, mpixfer__link_t *l,
+                                    unsigned char *buf, size_t n);
+void mpixfer__link_fail(mpixfer_context_t *ctx, mpixfer__link_t *l, mpixfer_status_t why);
+/* Close everything, stop the link thread (context destruction). Lock held. */
 void mpixfer__links_close_all(mpixfer_context_t *ctx);
-/* Remember / find which link an agent of another job speaks over. Lock held. */
 void mpixfer__route_learn(mpixfer_context_t *ctx, const char *name, mpixfer__link_t *link);
 mpixfer__link_t *mpixfer__route_lookup(mpixfer_context_t *ctx, const char *name);
-/* The accept thread and the port; the first listen agent starts it. */
-mpixfer_status_t mpixfer__listen_acquire(mpixfer_context_t *ctx);
-void mpixfer__listen_release(mpixfer_context_t *ctx); /* without the lock */
+
+/* --------------------------------------------------------- link_data.c */
+void mpixfer__link_data_probe(mpixfer_context_t *ctx, mpixfer__link_t *l, uint64_t cookie_addr,
+                              const unsigned char cookie[16]);
+mpixfer_status_t mpixfer__link_data_export(mpixfer_context_t *ctx, const mpixfer_agent_t *a,
+                                           void **buf_p, size_t *len_p);
+mpixfer_status_t mpixfer__link_data_import(mpixfer_context_t *ctx, mpixfer__link_t *l,
+                                           const unsigned char *p, size_t n);
+void mpixfer__link_data_fail(mpixfer_context_t *ctx, mpixfer__link_t *l, mpixfer_status_t why);
+void mpixfer__link_data_free(mpixfer_context_t *ctx, mpixfer__link_t *l);
+void mpixfer__link_data_fini(mpixfer_context_t *ctx);
+void mpixfer__link_data_progress(mpixfer_context_t *ctx);
+int mpixfer__link_data_wait_fd(mpixfer_context_t *ctx, int64_t *next_ns);
+/* Start request @p x over @p l: done on return unless x->lop is set. Lock held. */
+mpixfer_status_t mpixfer__link_submit(mpixfer_context_t *ctx, mpixfer_request_t *x,
+                                      mpixfer__link_t *l, const mpixfer_transfer_request_t *req);
+bool mpixfer__link_req_test(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_status_t *st_p);
 
 /* ----------------------------------------------------------- request.c */
 int64_t mpixfer__now_ns(void);

@@ -140,19 +140,14 @@ static void on_desc_reply(mpixfer_context_t *ctx, mpixfer__route_t src, mpixfer_
     mpixfer__agent_store_desc(agent, &desc, r->link);
 }
 
-/* Handle one control message from @p src (which may be this process). */
-static void dispatch(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c)
+#define dispatch mpixfer__ctrl_dispatch
+
+/* Handle one control message from @p src (which may be this process). Over a link, the
+ * link checked that sender and receiver are the two agents its handshake named. */
+void mpixfer__ctrl_dispatch(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c)
 {
     mpixfer_agent_t *agent;
 
-    if (src.link != NULL) {
-        if (c->kind == MPIXFER__CTRL_BYE || c->kind == MPIXFER__CTRL_BYE_ACK) {
-            mpixfer__link_on_bye(ctx, src.link, c->kind == MPIXFER__CTRL_BYE_ACK);
-            return;
-        }
-        /* Agents of another job may be answered (and sent sync messages) over this link. */
-        mpixfer__route_learn(ctx, c->sender, src.link);
-    }
     agent = mpixfer__find_local_agent(ctx, c->receiver);
     if (agent == NULL) {
         LOG_WARN("control message (kind %d) from '%s' (rank %d) for unknown agent '%s' dropped",
@@ -171,7 +166,7 @@ static void dispatch(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer
     case MPIXFER__CTRL_DESC_REQ: {
         void *blob;
         size_t len;
-        if (mpixfer__desc_encode(agent, &blob, &len) != MPIXFER_OK) {
+        if (mpixfer__desc_encode(agent, false, &blob, &len) != MPIXFER_OK) {
             mpixfer__ctrl_send(ctx, src, MPIXFER__CTRL_DESC_NAK, agent->name, c->sender, NULL, 0);
             return;
         }
@@ -235,17 +230,26 @@ mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, mpixfer__route_t to,
     mpixfer__send_t *s;
     int rc;
 
-    if (to.link != NULL && to.link->closed) {
-        send_buf_free(buf, pinned);
-        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE, "the link to the other job is closed");
+    if (to.link != NULL) {
+        if (pinned) {
+            /* Links write from ordinary memory. */
+            unsigned char *b = malloc(n);
+            if (b == NULL) {
+                send_buf_free(buf, pinned);
+                return MPIXFER_ERR_NO_MEMORY;
+            }
+            memcpy(b, buf, n);
+            send_buf_free(buf, pinned);
+            buf = b;
+        }
+        return mpixfer__link_post(ctx, to.link, buf, n);
     }
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
         send_buf_free(buf, pinned);
         return MPIXFER_ERR_NO_MEMORY;
     }
-    rc = MPI_Isend(buf, (int)n, MPI_BYTE, to.rank, MPIXFER__CTRL_TAG,
-                   to.link ? to.link->comm : ctx->comm, &s->req);
+    rc = MPI_Isend(buf, (int)n, MPI_BYTE, to.rank, MPIXFER__CTRL_TAG, ctx->comm, &s->req);
     if (rc != MPI_SUCCESS) {
         send_buf_free(buf, pinned);
         free(s);
@@ -282,15 +286,15 @@ size_t mpixfer__sends_test(mpixfer_context_t *ctx)
     return left;
 }
 
+static int poll_comm(mpixfer_context_t *ctx, MPI_Comm comm);
+
+/* Links are served by the link thread (link.c), not here. */
 int mpixfer__ctrl_poll(mpixfer_context_t *ctx)
 {
-    int handled = ctx->size > 1 ? mpixfer__ctrl_poll_comm(ctx, ctx->comm, NULL) : 0;
-    if (ctx->links != NULL)
-        handled += mpixfer__links_poll(ctx);
-    return handled;
+    return ctx->size > 1 ? poll_comm(ctx, ctx->comm) : 0;
 }
 
-int mpixfer__ctrl_poll_comm(mpixfer_context_t *ctx, MPI_Comm comm, mpixfer__link_t *via)
+static int poll_comm(mpixfer_context_t *ctx, MPI_Comm comm)
 {
     int handled = 0;
 
@@ -330,11 +334,8 @@ int mpixfer__ctrl_poll_comm(mpixfer_context_t *ctx, MPI_Comm comm, mpixfer__link
             LOG_WARN("malformed %d-byte control message from rank %d dropped", count,
                      status.MPI_SOURCE);
         else
-            dispatch(ctx, (mpixfer__route_t){status.MPI_SOURCE, via}, &c);
+            dispatch(ctx, (mpixfer__route_t){status.MPI_SOURCE, NULL}, &c);
         free(buf);
-        /* The dispatch may have closed the link (BYE): its comm is gone. */
-        if (via != NULL && via->closed)
-            break;
     }
     return handled;
 }
@@ -349,7 +350,8 @@ static bool find_route(mpixfer_context_t *ctx, mpixfer_agent_t *agent, const cha
     mpixfer__remote_t *r = mpixfer__find_remote(agent, name);
     mpixfer__link_t *l;
 
-    if (r != NULL && (r->loaded || r->pending)) {
+    /* A remote whose link failed is a route too: posting on it says why (DENIED...). */
+    if (r != NULL && (r->loaded || r->pending || (r->link != NULL && r->link->closed))) {
         *to = (mpixfer__route_t){r->rank, r->link};
         return true;
     }

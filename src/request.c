@@ -162,7 +162,14 @@ int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *on
             pp = &x->next_pending;
             continue;
         }
-        if (x->staged != NULL) {
+        if (x->on_link) {
+            if (!mpixfer__link_req_test(ctx, x, &st)) {
+                prev = x;
+                pp = &x->next_pending;
+                continue;
+            }
+            seen = true; /* remote completion came from UCX's flush */
+        } else if (x->staged != NULL) {
             if (!mpixfer__staged_advance(ctx, x, &done)) {
                 prev = x;
                 pp = &x->next_pending;
@@ -362,8 +369,15 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
 
     mpixfer__lock(ctx);
     r = mpixfer__find_remote(agent, req->remote_name);
+    if (r != NULL && r->link != NULL && r->link->closed && r->link->err != MPIXFER_ERR_CANCELED) {
+        st = r->link->err;
+        LOG_WARN("agent '%s' cannot reach '%s': its link failed (%s)", agent->name,
+                 req->remote_name, mpixfer_status_name(st));
+        goto err_locked;
+    }
     if (r == NULL || !r->loaded) {
-        LOG_WARN("agent '%s' has not loaded '%s'", agent->name, req->remote_name);
+        LOG_WARN("agent '%s' has not loaded '%s'%s", agent->name, req->remote_name,
+                 r != NULL && r->pending ? " (its link is still connecting)" : "");
         st = MPIXFER_ERR_NOT_FOUND;
         goto err_locked;
     }
@@ -386,8 +400,31 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     for (size_t i = 0; i < req->src.count; i++)
         ctx->stats.bytes += req->src.descs[i].len;
 
-    /* Staged: VRAM without a CUDA-aware MPI, anything to another job (no window), and
-     * peers on other nodes the context reaches by messages. */
+    x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
+    /* Another process's agent over a link: host memory moves by the link's own path. */
+    if (r->link != NULL && !x->device) {
+        x->op = req->op;
+        st = mpixfer__link_submit(ctx, x, r->link, req);
+        if (st != MPIXFER_OK) {
+            unpin(x);
+            goto err_locked;
+        }
+        if (x->lop == NULL) {
+            /* Cross-memory copies: the bytes are in place now. */
+            complete(ctx, x, MPIXFER_OK);
+            if (x->name_borrowed)
+                x->remote_name = (char *)"";
+            mpixfer__unlock(ctx);
+            *xfer_p = x;
+            return MPIXFER_OK;
+        }
+        enqueue(ctx, x);
+        mpixfer__unlock(ctx);
+        *xfer_p = x;
+        return MPIXFER_OK;
+    }
+    /* Staged: VRAM without a CUDA-aware MPI or over a link, and peers on other nodes the
+     * context reaches by messages. */
     if (r->link != NULL ||
         (local_target == NULL && ctx->peer_path != NULL &&
          MPIXFER__PATH(ctx, r->rank) == MPIXFER_DATA_PATH_MESSAGES) ||
