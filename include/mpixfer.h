@@ -396,6 +396,10 @@ MPIXFER_API mpixfer_status_t mpixfer_deregister_memory(mpixfer_agent_t *agent,
 
 /**
  * @brief This agent's descriptor (binary, may contain NUL) reflecting registrations now.
+ *        Unless MPIXFER_LINK=none, it opens the context's link listener (first call) and
+ *        carries its address and the agent's link key, so agents of other processes can
+ *        load it. Holding the blob is the capability to reach the agent's registered
+ *        memory: treat it like a password.
  * @param[out] blob_p  freed with mpixfer_free(); set only on success.
  * @param[out] len_p   its length in bytes.
  */
@@ -404,9 +408,14 @@ MPIXFER_API mpixfer_status_t mpixfer_get_local_agent_desc(mpixfer_agent_t *agent
 
 /**
  * @brief Learn a remote agent from its descriptor. Local. Replaces an earlier load.
+ *        A descriptor of this context's world is usable at once. One of another world
+ *        (another job, another context) is reached over a link: the call returns at once
+ *        and mpixfer_check_remote_descs() turns true when the link's handshake is done;
+ *        a refused key ends it with MPIXFER_ERR_DENIED (later transfers and sync messages
+ *        to the remote fail with it).
  * @param[in] name  must equal the name inside the blob (else MPIXFER_ERR_INVALID_ARG).
  * @return MPIXFER_OK; MPIXFER_ERR_BAD_DESC (malformed, truncated, other version);
- *         MPIXFER_ERR_UNREACHABLE (descriptor from another MPI world);
+ *         MPIXFER_ERR_UNREACHABLE (another world, and the blob carries no link);
  *         MPIXFER_ERR_INVALID_ARG (name mismatch, loading oneself).
  */
 MPIXFER_API mpixfer_status_t mpixfer_load_remote_agent(mpixfer_agent_t *agent, const char *name,
@@ -414,7 +423,11 @@ MPIXFER_API mpixfer_status_t mpixfer_load_remote_agent(mpixfer_agent_t *agent, c
 
 /**
  * @brief A string another agent passes to mpixfer_load_remote_agent_by_connection().
- *        Form: "mpixfer:1:<world id hex>:<rank>:<agent name>".
+ *        Form: "mpixfer:3:<world id hex>:<rank>:<ipv4>:<port>:key=<32 hex>:<agent name>",
+ *        or "mpixfer:1:<world id hex>:<rank>:<agent name>" with MPIXFER_LINK=none (then
+ *        only agents of the same world can use it). The key is the agent's link secret:
+ *        whoever holds the string can reach the agent's registered memory. Treat it like
+ *        a password.
  * @param[out] info_p  freed with mpixfer_free(); set only on success.
  */
 MPIXFER_API mpixfer_status_t mpixfer_get_local_connection_info(mpixfer_agent_t *agent,
@@ -422,10 +435,14 @@ MPIXFER_API mpixfer_status_t mpixfer_get_local_connection_info(mpixfer_agent_t *
 
 /**
  * @brief Fetch a remote descriptor by connection info. Asynchronous: returns once the
- *        request is sent; poll mpixfer_check_remote_descs() until it returns true. The
- *        remote answers from its progress (its threads or any call into the library).
+ *        request is sent; poll mpixfer_check_remote_descs() until it returns true. In the
+ *        same world the remote answers from its progress (its threads or any call into the
+ *        library); another world's agent is reached over a link (its link thread answers),
+ *        and a wrong key never makes it usable (MPIXFER_ERR_DENIED for transfers and sync
+ *        messages). Sync messages sent meanwhile are queued, not lost.
  * @return MPIXFER_OK; MPIXFER_ERR_BAD_DESC (unparsable info); MPIXFER_ERR_INVALID_ARG
- *         (name differs from the one in @p info); MPIXFER_ERR_UNREACHABLE (other world).
+ *         (name differs from the one in @p info); MPIXFER_ERR_UNREACHABLE (other world
+ *         and no link in @p info, or its address cannot be connected to).
  */
 MPIXFER_API mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_agent_t *agent,
                                                                      const char *name,
