@@ -513,4 +513,37 @@ static inline void tst_load_local(mpixfer_agent_t *into, mpixfer_agent_t *from)
     mpixfer_free(blob);
 }
 
+/* ------------------------------------------------------- files between jobs */
+
+/* Write @p text to @p path atomically (a temporary file, then rename): a job that polls for
+ * the file never sees half of it. */
+static inline void tst_write_file(const char *path, const char *text)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    CHECK(f != NULL);
+    fputs(text, f);
+    CHECK(fclose(f) == 0);
+    CHECK(rename(tmp, path) == 0);
+}
+
+/* Wait up to @p timeout_s for @p path; its text (up to 4 KiB) in a static buffer. */
+static inline char *tst_read_file(const char *path, double timeout_s)
+{
+    double deadline = tst_now() + timeout_s;
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            static char buf[4096];
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = '\0';
+            return buf;
+        }
+        CHECK_MSG(tst_now() < deadline, "%s did not appear in %.0f s", path, timeout_s);
+        tst_sleep_ms(20);
+    }
+}
+
 #endif /* MPIXFER_TESTS_COMMON_H */

@@ -29,34 +29,6 @@
 #define BLOCK (16u << 10)
 #define NBLK 64
 
-static void write_file(const char *path, const char *text)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    CHECK(f != NULL);
-    fputs(text, f);
-    CHECK(fclose(f) == 0);
-    CHECK(rename(tmp, path) == 0);
-}
-
-static char *read_file(const char *path, double timeout_s)
-{
-    double deadline = tst_now() + timeout_s;
-    for (;;) {
-        FILE *f = fopen(path, "r");
-        if (f != NULL) {
-            static char buf[4096];
-            size_t n = fread(buf, 1, sizeof buf - 1, f);
-            fclose(f);
-            buf[n] = '\0';
-            return buf;
-        }
-        CHECK_MSG(tst_now() < deadline, "%s did not appear in %.0f s", path, timeout_s);
-        tst_sleep_ms(20);
-    }
-}
-
 static long rss_kib(void)
 {
     long pages = 0, rss = 0;
@@ -111,7 +83,7 @@ static int serve(const char *dir)
     mpixfer_free(info);
     long rss0 = rss_kib();
     snprintf(path, sizeof path, "%s/srv.info", dir);
-    write_file(path, text);
+    tst_write_file(path, text);
 
     for (;;) {
         char msg[64], from[300];
@@ -136,11 +108,11 @@ static int serve(const char *dir)
     mpixfer_stats_t st;
     CHECK_OK(mpixfer_context_stats(ctx, &st));
     long rss1 = rss_kib();
-    snprintf(text, sizeof text, "rss_before_kib %ld\nrss_after_kib %ld\naccepted %llu\nrefused %llu\n",
-             rss0, rss1, (unsigned long long)st.links_accepted,
-             (unsigned long long)st.links_refused);
+    snprintf(text, sizeof text,
+             "rss_before_kib %ld\nrss_after_kib %ld\naccepted %llu\nrefused %llu\n", rss0, rss1,
+             (unsigned long long)st.links_accepted, (unsigned long long)st.links_refused);
     snprintf(path, sizeof path, "%s/srv.out", dir);
-    write_file(path, text);
+    tst_write_file(path, text);
     printf("%s", text);
     CHECK_OK(mpixfer_agent_destroy(a));
     CHECK_OK(mpixfer_context_destroy(ctx));
@@ -159,7 +131,7 @@ static srv_t read_srv(const char *dir)
     char path[4096];
     long pid;
     snprintf(path, sizeof path, "%s/srv.info", dir);
-    char *text = read_file(path, 60.0);
+    char *text = tst_read_file(path, 60.0);
     unsigned long long addr = 0;
     CHECK(sscanf(text, "%4095s %llu %ld", s.info, &addr, &pid) == 3);
     s.addr = addr;
@@ -203,7 +175,8 @@ static int wrongkey(const char *dir)
             &(mpixfer_transfer_request_t){
                 .op = MPIXFER_OP_WRITE,
                 .src = tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)buf, 64, 0}, 1),
-                .dst = tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)s.addr, 64, 0}, 1),
+                .dst =
+                    tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)s.addr, 64, 0}, 1),
                 .remote_name = "srv"},
             &x);
         CHECK_MSG(st != MPIXFER_OK, "a WRITE with a wrong key was accepted");

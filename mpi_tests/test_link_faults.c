@@ -18,17 +18,6 @@
 
 #define BUF (32u << 20)
 
-static void write_file(const char *path, const char *text)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    CHECK(f != NULL);
-    fputs(text, f);
-    CHECK(fclose(f) == 0);
-    CHECK(rename(tmp, path) == 0);
-}
-
 typedef struct {
     char info[1024];
     uint64_t addr;
@@ -106,7 +95,7 @@ static int serve(const char *dir, const char *name)
     mpixfer_free(blob);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s.info", dir, name);
-    write_file(path, text);
+    tst_write_file(path, text);
     for (;;) {
         char msg[64];
         mpixfer_sync_message_t *m = NULL;
@@ -169,8 +158,10 @@ static int cycles(const char *dir)
                          c,
                          &(mpixfer_transfer_request_t){
                              .op = MPIXFER_OP_READ,
-                             .src = tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)buf, 64, 0}, 1),
-                             .dst = tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)p.addr, 64, 0}, 1),
+                             .src = tst_descs(MPIXFER_MEM_DRAM,
+                                              &(mpixfer_mem_desc_t){(uintptr_t)buf, 64, 0}, 1),
+                             .dst = tst_descs(MPIXFER_MEM_DRAM,
+                                              &(mpixfer_mem_desc_t){(uintptr_t)p.addr, 64, 0}, 1),
                              .remote_name = "a"},
                          &x),
                      MPIXFER_ERR_NOT_FOUND);
@@ -200,7 +191,7 @@ static int victim(const char *dir)
     wait_usable(c, "b", pb.addr);
     char path[4096];
     snprintf(path, sizeof path, "%s/victim.ready", dir);
-    write_file(path, "ready\n"); /* the script kills "a" now */
+    tst_write_file(path, "ready\n"); /* the script kills "a" now */
     unsigned ok = 0;
     double deadline = tst_now() + 60.0;
     for (;;) {
@@ -209,8 +200,10 @@ static int victim(const char *dir)
             c,
             &(mpixfer_transfer_request_t){
                 .op = MPIXFER_OP_WRITE,
-                .src = tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)buf, BUF, 0}, 1),
-                .dst = tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)pa.addr, BUF, 0}, 1),
+                .src =
+                    tst_descs(MPIXFER_MEM_DRAM, &(mpixfer_mem_desc_t){(uintptr_t)buf, BUF, 0}, 1),
+                .dst = tst_descs(MPIXFER_MEM_DRAM,
+                                 &(mpixfer_mem_desc_t){(uintptr_t)pa.addr, BUF, 0}, 1),
                 .remote_name = "a"},
             &x);
         if (st != MPIXFER_OK) {

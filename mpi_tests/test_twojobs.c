@@ -18,34 +18,6 @@
 #define HALF (LEN / 2)
 #define ROUNDS 2
 
-static void write_file(const char *path, const char *text)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    CHECK(f != NULL);
-    fputs(text, f);
-    CHECK(fclose(f) == 0);
-    CHECK(rename(tmp, path) == 0); /* readers never see half a file */
-}
-
-static char *read_file(const char *path, double timeout_s)
-{
-    double deadline = tst_now() + timeout_s;
-    for (;;) {
-        FILE *f = fopen(path, "r");
-        if (f != NULL) {
-            static char buf[4096];
-            size_t n = fread(buf, 1, sizeof buf - 1, f);
-            fclose(f);
-            buf[n] = '\0';
-            return buf;
-        }
-        CHECK_MSG(tst_now() < deadline, "%s did not appear in %.0f s", path, timeout_s);
-        tst_sleep_ms(50);
-    }
-}
-
 /* Wait for one message on @p a; returns it in @p out (NUL-terminated), sender in @p from. */
 static void wait_message(mpixfer_agent_t *a, char *out, size_t cap, char *from, size_t fcap,
                          double timeout_s)
@@ -85,7 +57,7 @@ static int serve(const char *dir)
     char text[4096], path[4096];
     snprintf(text, sizeof text, "%s\n%llu\n", info, (unsigned long long)(uintptr_t)buf);
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    write_file(path, text);
+    tst_write_file(path, text);
     mpixfer_free(info);
 
     int checks = 0;
@@ -129,7 +101,7 @@ static int connect_to(const char *dir)
     uint8_t *buf = tst_alloc(LEN);
     CHECK_OK(tst_register(b, buf, LEN));
     snprintf(path, sizeof path, "%s/%s", dir, aname);
-    char *text = read_file(path, 60.0);
+    char *text = tst_read_file(path, 60.0);
     char info[4096];
     unsigned long long raddr = 0;
     CHECK(sscanf(text, "%4095s %llu", info, &raddr) == 2);

@@ -502,6 +502,24 @@ mpixfer_status_t mpixfer_get_local_agent_desc(mpixfer_agent_t *agent, void **blo
     return MPIXFER_OK;
 }
 
+/* The entry for @p name, made (not loaded) if there is none; NULL: out of memory. Lock
+ * held. */
+static mpixfer__remote_t *remote_entry(mpixfer_agent_t *agent, const char *name)
+{
+    mpixfer__remote_t *r = mpixfer__find_remote(agent, name);
+
+    if (r != NULL)
+        return r;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->name = strdup(name)) == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->next = agent->remotes;
+    agent->remotes = r;
+    return r;
+}
+
 /* An agent of another process: a new link to it, usable once its handshake ends.
  * @p desc (from a blob) is kept as what the caller loaded; NULL asks the peer for it. */
 static mpixfer_status_t load_linked(mpixfer_agent_t *agent, const char *name, const char *addr,
@@ -514,16 +532,9 @@ static mpixfer_status_t load_linked(mpixfer_agent_t *agent, const char *name, co
     mpixfer_status_t st;
 
     mpixfer__lock(ctx);
-    r = mpixfer__find_remote(agent, name);
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL || (r->name = strdup(name)) == NULL) {
-            free(r);
-            st = MPIXFER_ERR_NO_MEMORY;
-            goto out;
-        }
-        r->next = agent->remotes;
-        agent->remotes = r;
+    if ((r = remote_entry(agent, name)) == NULL) {
+        st = MPIXFER_ERR_NO_MEMORY;
+        goto out;
     }
     st = mpixfer__link_connect(ctx, agent, name, addr, key, world, &link);
     if (st != MPIXFER_OK)
@@ -664,16 +675,9 @@ mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_agent_t *agent,
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent '%s' cannot load itself", name);
 
     mpixfer__lock(ctx);
-    r = mpixfer__find_remote(agent, name);
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL || (r->name = strdup(name)) == NULL) {
-            free(r);
-            mpixfer__unlock(ctx);
-            return MPIXFER_ERR_NO_MEMORY;
-        }
-        r->next = agent->remotes;
-        agent->remotes = r;
+    if ((r = remote_entry(agent, name)) == NULL) {
+        mpixfer__unlock(ctx);
+        return MPIXFER_ERR_NO_MEMORY;
     }
     if (r->link != NULL)
         mpixfer__link_release(ctx, r->link);

@@ -69,7 +69,7 @@ typedef struct hs_conn {
 
 struct mpixfer__links {
     int listen_fd;
-    int wake_fd; /* eventfd: new sockets, output waiting */
+    int wake_fd;    /* eventfd: new sockets, output waiting */
     char addr[128]; /* "ip:port" in connection info and descriptors */
     hs_conn_t *hs;
     unsigned nhs;
@@ -344,8 +344,8 @@ static mpixfer_status_t send_frame(mpixfer_context_t *ctx, mpixfer__link_t *l, i
     return queue_buf(ctx, l, b, n, false);
 }
 
-mpixfer_status_t mpixfer__link_post(mpixfer_context_t *ctx, mpixfer__link_t *l,
-                                    unsigned char *buf, size_t n)
+mpixfer_status_t mpixfer__link_post(mpixfer_context_t *ctx, mpixfer__link_t *l, unsigned char *buf,
+                                    size_t n)
 {
     unsigned char *b;
 
@@ -609,8 +609,8 @@ mpixfer_status_t mpixfer__link_connect(mpixfer_context_t *ctx, mpixfer_agent_t *
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
-        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE, "cannot connect to '%s' at %s: %s", peer_name,
-                      addr, strerror(e));
+        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE, "cannot connect to '%s' at %s: %s", peer_name, addr,
+                      strerror(e));
     }
     l = link_new(ctx, fd, false, agent->name, peer_name);
     if (l == NULL) {
@@ -740,7 +740,8 @@ static int hs_advance(mpixfer_context_t *ctx, hs_conn_t *h)
             mpixfer__hs_mac_server(h->key, h->nonce_c, h->nonce_s, h->name,
                                    chal + MPIXFER__HS_NONCE);
             /* 64 bytes into an empty socket buffer: a short write means a broken peer. */
-            if (send(h->fd, chal, sizeof chal, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof chal) {
+            if (send(h->fd, chal, sizeof chal, MSG_NOSIGNAL | MSG_DONTWAIT) !=
+                (ssize_t)sizeof chal) {
                 refuse(ctx, "cannot send the challenge");
                 return -1;
             }
@@ -760,8 +761,8 @@ static int hs_advance(mpixfer_context_t *ctx, hs_conn_t *h)
                 refuse(ctx, "malformed proof");
                 return -1;
             }
-            mpixfer__hs_mac_client(h->key, h->nonce_c, h->nonce_s, h->name, auth.ident,
-                                   auth.name, mac);
+            mpixfer__hs_mac_client(h->key, h->nonce_c, h->nonce_s, h->name, auth.ident, auth.name,
+                                   mac);
             if (!mpixfer__hs_mac_equal(mac, auth.mac) || !h->known) {
                 refuse(ctx, "wrong key");
                 return -1;
@@ -784,8 +785,8 @@ static int hs_advance(mpixfer_context_t *ctx, hs_conn_t *h)
                 memcpy(w + 12, ctx->lk->cookie, 16);
                 memcpy(w + 28, ctx->lk->boot_id, 16);
                 send_frame(ctx, l, LF_WELCOME, w, sizeof w, NULL, 0);
-                LOG_INFO("agent '%s' accepted a link from '%s' (world %016llx)", h->name,
-                         auth.name, (unsigned long long)auth.world);
+                LOG_INFO("agent '%s' accepted a link from '%s' (world %016llx)", h->name, auth.name,
+                         (unsigned long long)auth.world);
             }
             return 1;
         }
@@ -820,8 +821,8 @@ static void hs_service(mpixfer_context_t *ctx)
 
 /* ------------------------------------------------------------ link input */
 
-static void on_frame(mpixfer_context_t *ctx, mpixfer__link_t *l, int type,
-                     const unsigned char *p, size_t n)
+static void on_frame(mpixfer_context_t *ctx, mpixfer__link_t *l, int type, const unsigned char *p,
+                     size_t n)
 {
     switch (type) {
     case LF_WELCOME: {
@@ -997,8 +998,7 @@ static void link_input(mpixfer_context_t *ctx, mpixfer__link_t *l)
         } else {
             size_t flen = (size_t)mpixfer__get32(l->in) + 4;
             if (flen < FRAME_HEADER || flen > frame_max(ctx)) {
-                LOG_WARN("link with '%s': a %zu-byte frame is over the limit", l->peer_name,
-                         flen);
+                LOG_WARN("link with '%s': a %zu-byte frame is over the limit", l->peer_name, flen);
                 link_fail(ctx, l, MPIXFER_ERR_BAD_DESC);
                 return;
             }
@@ -1065,8 +1065,8 @@ static void link_service(mpixfer_context_t *ctx, mpixfer__link_t *l)
         l->state = MPIXFER__LINK_CHAL;
     }
     if (!flush_out(ctx, l)) {
-        link_fail(ctx, l, l->state == MPIXFER__LINK_WELCOME ? MPIXFER_ERR_DENIED
-                                                            : MPIXFER_ERR_UNREACHABLE);
+        link_fail(ctx, l,
+                  l->state == MPIXFER__LINK_WELCOME ? MPIXFER_ERR_DENIED : MPIXFER_ERR_UNREACHABLE);
         return;
     }
     link_input(ctx, l);

@@ -423,8 +423,7 @@ static mpixfer_status_t cma_move(mpixfer__link_t *l, mpixfer_op_t op, const mpix
 
 /* ------------------------------------------------------------ requests */
 
-static const rkey_ent_t *find_rkey(const struct mpixfer__link_ucx *lu, uint64_t addr,
-                                   uint64_t len)
+static const rkey_ent_t *find_rkey(const struct mpixfer__link_ucx *lu, uint64_t addr, uint64_t len)
 {
     size_t lo = 0, hi = lu->nrkeys;
 
@@ -521,7 +520,7 @@ bool mpixfer__link_req_test(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfe
     if (!op->done && ctx->ucx != NULL)
         ucp_worker_progress(ctx->ucx->worker);
     if (op->done) {
-        *st_p = op->err != MPIXFER_OK     ? op->err
+        *st_p = op->err != MPIXFER_OK  ? op->err
                 : op->status != UCS_OK ? MPIXFER_ERR_UNREACHABLE
                                        : MPIXFER_OK;
         free(op);
