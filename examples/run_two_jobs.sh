@@ -5,6 +5,8 @@
 # file. No ompi-server. Used by the ctest test kv_demo_two_jobs and by
 # `scripts/demo --two-jobs`. Exits 0 when both jobs succeed, else non-zero.
 # Usage: run_two_jobs.sh MPIEXEC DEMO_BINARY [mpiexec flags...] [-- demo options...]
+# DEMO_BINARY may be examples/kv_demo.py: it then runs under $PYTHON (default
+# /usr/bin/python3, Debian's, which has mpi4py and torch).
 set -uo pipefail
 if [[ $# -lt 2 ]]; then
     echo "usage: run_two_jobs.sh MPIEXEC DEMO_BINARY [mpiexec flags...] [-- demo options...]" >&2
@@ -20,15 +22,17 @@ while [[ $# -gt 0 && "$1" != "--" ]]; do
 done
 [[ "${1:-}" == "--" ]] && shift
 demo_args=("$@")
+run=("$bin")
+[[ "$bin" == *.py ]] && run=("${PYTHON:-/usr/bin/python3}" "$bin")
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 dir="$(mktemp -d "${TMPDIR:-/tmp}/mpixfer-kv-two-jobs.XXXXXX")"
 trap 'rm -rf "$dir"' EXIT
 # Each job's lines carry its name: both print "[rank 0] ...". Bounded: a hang fails.
-timeout -k 5 60 "$mpiexec" -n 1 "${mpi_flags[@]}" "$bin" --serve "$dir" \
+timeout -k 5 60 "$mpiexec" -n 1 "${mpi_flags[@]}" "${run[@]}" --serve "$dir" \
     "${demo_args[@]}" > >(sed -u 's/^/[prefill job] /') 2>&1 &
 pid_prefill=$!
-timeout -k 5 60 "$mpiexec" -n 1 "${mpi_flags[@]}" "$bin" --connect "$dir" \
+timeout -k 5 60 "$mpiexec" -n 1 "${mpi_flags[@]}" "${run[@]}" --connect "$dir" \
     "${demo_args[@]}" > >(sed -u 's/^/[decode job]  /') 2>&1
 rc_decode=$?
 wait "$pid_prefill"
