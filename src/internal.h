@@ -108,24 +108,24 @@ typedef enum {
 typedef struct mpixfer__link {
     int fd;
     mpixfer__link_state_t state;
-    bool server;          /* accepted by our listener */
-    bool closed;          /* nothing crosses any more; err says why */
-    bool cma;             /* bytes move by process_vm_writev/readv */
-    bool same_host;       /* same kernel boot (UCX error mode NONE) */
+    bool server;    /* accepted by our listener */
+    bool closed;    /* nothing crosses any more; err says why */
+    bool cma;       /* bytes move by process_vm_writev/readv */
+    bool same_host; /* same kernel boot (UCX error mode NONE) */
     mpixfer_status_t err;
     uint64_t peer_world;
     uint32_t peer_rank, peer_pid;
-    unsigned refs;        /* client links: remote-agent entries using it */
+    unsigned refs; /* client links: remote-agent entries using it */
     char *local_name, *peer_name;
     char peer_addr[128];
     unsigned char key[MPIXFER__KEY_LEN];
     unsigned char nonce_c[MPIXFER__HS_NONCE];
-    int64_t deadline_ns;  /* client: the handshake must end by then */
+    int64_t deadline_ns; /* client: the handshake must end by then */
     unsigned char *in;
     size_t in_len, in_cap;
     mpixfer__obuf_t *out_head, *out_tail;   /* to write */
     mpixfer__obuf_t *held_head, *held_tail; /* control said before the handshake ended */
-    struct mpixfer__link_ucx *ucx;           /* UCX endpoint and remote keys, or NULL */
+    struct mpixfer__link_ucx *ucx;          /* UCX endpoint and remote keys, or NULL */
     struct mpixfer__link *next;
 } mpixfer__link_t;
 
@@ -211,12 +211,15 @@ struct mpixfer_agent {
     struct mpixfer_agent *next;
 };
 
+typedef struct mpixfer__path mpixfer__path_t; /* a data path's operations (below) */
+
 struct mpixfer_request {
     mpixfer_context_t *ctx;
     mpixfer_agent_t *agent; /* NULL once complete: a complete request touches nothing */
     _Atomic int state;      /* mpixfer_state_t */
     _Atomic int status;     /* mpixfer_status_t */
     mpixfer__route_t target;
+    const mpixfer__path_t *path; /* how its bytes move */
     /* Points at name_inline when the name fits (the usual case), at the caller's string
      * while submit runs (name_borrowed), or at its own allocation. */
     char *remote_name;
@@ -230,7 +233,7 @@ struct mpixfer_request {
     mpixfer__region_t **pins;
     size_t npins, cap_pins;
     mpixfer__region_t *pins_inline[4];
-    bool orphaned; /* freed by the user while in flight: progress frees it */
+    bool orphaned;             /* freed by the user while in flight: progress frees it */
     mpixfer__staged_t *staged; /* NULL for RMA transfers */
     /* Large RMA requests are issued by progress, not by submit, so posting stays cheap;
      * these are copies of the validated lists until then. */
@@ -238,7 +241,7 @@ struct mpixfer_request {
     size_t dcount, dcap; /* dcap: pairs the buffer at dsrc holds (ddst = dsrc + dcount) */
     mpixfer_op_t op;
     bool device;
-    bool mpi_issued;          /* some op went through MPI: completion needs a flush */
+    bool mpi_issued; /* some op went through MPI: completion needs a flush */
     /* The request of the last MPI op (MPI_Rput/MPI_Rget): progress tests it and flushes
      * only once it is done, so no wait ever blocks on a peer that does not progress. */
     MPI_Request mpi_done;
@@ -382,8 +385,8 @@ mpixfer_status_t mpixfer__ctrl_alloc(mpixfer__ctrl_kind_t kind, const char *send
                                      const char *receiver, size_t len, bool pinned,
                                      unsigned char **buf_p, size_t *n_p, void **payload_p);
 /* Isend a buffer from mpixfer__ctrl_alloc over @p to; takes ownership. Lock held. */
-mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, mpixfer__route_t to,
-                                    unsigned char *buf, size_t n, bool pinned);
+mpixfer_status_t mpixfer__ctrl_post(mpixfer_context_t *ctx, mpixfer__route_t to, unsigned char *buf,
+                                    size_t n, bool pinned);
 /* Send a control message; to this process it is dispatched directly. Lock held. */
 mpixfer_status_t mpixfer__ctrl_send(mpixfer_context_t *ctx, mpixfer__route_t to,
                                     mpixfer__ctrl_kind_t kind, const char *sender,
@@ -437,6 +440,36 @@ mpixfer_status_t mpixfer__gpu_copy(void *dst, const void *src, size_t len);
  * MPI_UNDEFINED; *node_rank_p (ctx->size entries) is the caller's to free. Local. */
 mpixfer_status_t mpixfer__node_ranks(const mpixfer_context_t *ctx, MPI_Comm node,
                                      int **node_rank_p);
+
+/* ---------------------------------------------------------- data paths
+ *
+ * How one request moves its bytes, chosen once per request at submit from its peer and
+ * memory kinds (request.c, choose_path), so that the paths sit side by side and a new one
+ * is a new table in a file of its own:
+ *   rma     (rma.c)       agents of this process, node peers' arenas, MPI RMA;
+ *   staged  (staging.c)   chunks by messages: VRAM without a CUDA-aware MPI, peers the
+ *                         context reaches by messages, VRAM over a link;
+ *   link    (link_data.c) host memory of another process's agent over a link.
+ * Every hook runs with the context lock held (some drop it while they copy, saying so). */
+struct mpixfer__path {
+    const char *name;
+    /* Starts validated request x. OK: x is under way, or finished already (*done_p set,
+     * its status in *st_p); an error: nothing of x is in flight. */
+    mpixfer_status_t (*start)(mpixfer_context_t *ctx, mpixfer_request_t *x,
+                              const mpixfer_transfer_request_t *req, bool *done_p,
+                              mpixfer_status_t *st_p);
+    /* Optional: issues what start deferred. Progress calls it for every queued request
+     * before it tests any, so one flush per target completes them all. */
+    void (*issue)(mpixfer_context_t *ctx, mpixfer_request_t *x);
+    /* Optional: a thread waiting on x may move x's bytes itself (without the lock). */
+    void (*wait_issue)(mpixfer_context_t *ctx, mpixfer_request_t *x);
+    /* One look at queued x: true once it has ended, its status in *st_p, and *flush_p when
+     * the target's MPI_Win_flush must still complete it. */
+    bool (*test)(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work, mpixfer_status_t *st_p,
+                 bool *flush_p);
+};
+
+extern const mpixfer__path_t mpixfer__path_rma, mpixfer__path_staged, mpixfer__path_link;
 
 /* --------------------------------------------------------------- copy.c */
 /* Host memory to host memory, ranges may overlap; fastest form for large ranges. */
@@ -506,8 +539,8 @@ mpixfer_status_t mpixfer__link_connect(mpixfer_context_t *ctx, mpixfer_agent_t *
 /* Drop a reference; the last closes the connection. Lock held. */
 void mpixfer__link_release(mpixfer_context_t *ctx, mpixfer__link_t *link);
 /* Send a control message buffer (from mpixfer__ctrl_alloc, owned from now on). Lock held. */
-mpixfer_status_t mpixfer__link_post(mpixfer_context_t *ctx, mpixfer__link_t *l,
-                                    unsigned char *buf, size_t n);
+mpixfer_status_t mpixfer__link_post(mpixfer_context_t *ctx, mpixfer__link_t *l, unsigned char *buf,
+                                    size_t n);
 void mpixfer__link_fail(mpixfer_context_t *ctx, mpixfer__link_t *l, mpixfer_status_t why);
 /* Close everything, stop the link thread (context destruction). Lock held. */
 void mpixfer__links_close_all(mpixfer_context_t *ctx);

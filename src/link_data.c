@@ -552,3 +552,33 @@ void mpixfer__link_data_fail(mpixfer_context_t *ctx, mpixfer__link_t *l, mpixfer
             x->link_err = why;
         }
 }
+
+/* ------------------------------------------------------------------ the path */
+
+static mpixfer_status_t link_path_start(mpixfer_context_t *ctx, mpixfer_request_t *x,
+                                        const mpixfer_transfer_request_t *req, bool *done_p,
+                                        mpixfer_status_t *st_p)
+{
+    mpixfer_status_t st = mpixfer__link_submit(ctx, x, x->target.link, req);
+
+    if (st == MPIXFER_OK && x->lop == NULL) {
+        /* Cross-memory copies: the bytes are in place now. */
+        *done_p = true;
+        *st_p = MPIXFER_OK;
+    }
+    return st;
+}
+
+static bool link_path_test(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work,
+                           mpixfer_status_t *st_p, bool *flush_p)
+{
+    (void)work;
+    *flush_p = false; /* remote completion came from UCX's flush */
+    return mpixfer__link_req_test(ctx, x, st_p);
+}
+
+const mpixfer__path_t mpixfer__path_link = {
+    .name = "link",
+    .start = link_path_start,
+    .test = link_path_test,
+};

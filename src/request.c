@@ -47,8 +47,8 @@ static void request_release(mpixfer_request_t *x)
 static void complete(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_status_t st)
 {
     if (st == MPIXFER_OK && x->has_sync) {
-        st = mpixfer__ctrl_send(ctx, x->target, MPIXFER__CTRL_SYNC, x->agent->name,
-                                x->remote_name, x->sync, x->sync_len);
+        st = mpixfer__ctrl_send(ctx, x->target, MPIXFER__CTRL_SYNC, x->agent->name, x->remote_name,
+                                x->sync, x->sync_len);
         if (st != MPIXFER_OK)
             LOG_ERROR("transfer to '%s' done but its sync message failed: %s", x->remote_name,
                       mpixfer_strerror(st));
@@ -59,137 +59,31 @@ static void complete(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_statu
     atomic_store(&x->state, st == MPIXFER_OK ? MPIXFER_STATE_SUCCESS : MPIXFER_STATE_FAILURE);
 }
 
-static void add_counts(mpixfer_context_t *ctx, const mpixfer_stats_t *c)
-{
-    ctx->stats.local_copies += c->local_copies;
-    ctx->stats.shm_copies += c->shm_copies;
-    ctx->stats.rma_ops += c->rma_ops;
-}
-
-/* Whether the pairs of x may be issued without the context's lock. Copies into node peers'
- * arenas make no MPI call: several threads copy at once. MPI RMA stays under the lock by
- * default: with Open MPI 4.1.4 (osc/rdma) two threads issuing puts at once moved half the
- * bytes of two threads taking turns (mpixfer-mt-bench, 1 MiB WRITEs: 8.7 against 17 GB/s),
- * so concurrent MPI calls are opt-in (MPIXFER_ISSUE=unlocked, at MPI_THREAD_MULTIPLE).
- * Copies into an agent of this process always stay under the lock, which keeps that
- * agent's memory registered meanwhile. */
-static bool issue_unlocked_ok(const mpixfer_context_t *ctx, const mpixfer_request_t *x,
-                              const mpixfer_mem_desc_t *dst, size_t n)
-{
-    if (ctx->issue_mode == 0 || x->target.rank == ctx->rank || x->target.link != NULL ||
-        x->device)
-        return false;
-    if (ctx->issue_mode == 2 && ctx->thread_level == MPI_THREAD_MULTIPLE)
-        return true;
-    if (ctx->arena == NULL)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (mpixfer__arena_map(ctx, x->target.rank, dst[i].addr, dst[i].len) == NULL)
-            return false;
-    return true;
-}
-
-/* Issues x's deferred lists (with or without the lock); lists_done then lets them go. */
-static void issue_lists(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_stats_t *counts)
-{
-    size_t mpi_ops = 0;
-
-    x->issue_err = mpixfer__rma_issue(ctx, x->op, x->target.rank, x->dsrc, x->ddst, x->dcount,
-                                      x->device, &mpi_ops, &x->mpi_done, counts);
-    x->mpi_issued = mpi_ops > 0;
-}
-
-/* Keeps the larger of x's list buffer and the spare for the next queued request. Lock
- * held. */
-static void lists_done(mpixfer_context_t *ctx, mpixfer_request_t *x)
-{
-    if (ctx->spare_lists == NULL || ctx->spare_cap < x->dcap) {
-        free(ctx->spare_lists);
-        ctx->spare_lists = x->dsrc;
-        ctx->spare_cap = x->dcap;
-    } else {
-        free(x->dsrc);
-    }
-    x->dsrc = x->ddst = NULL;
-    x->dcap = 0;
-}
-
-/* Issue the ops of requests whose submit deferred them. */
-static void issue_deferred(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
-{
-    mpixfer_stats_t counts = {0};
-
-    for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending) {
-        if (x->issuing || x->dsrc == NULL || (only != NULL && x->agent != only))
-            continue;
-        issue_lists(ctx, x, &counts);
-        lists_done(ctx, x);
-    }
-    add_counts(ctx, &counts);
-}
-
-/* Tests the request of a transfer's last MPI op; true when it is done (or failed: then
- * x->issue_err says how). */
-static bool rma_done(mpixfer_request_t *x)
-{
-    int flag = 0, rc = MPI_Test(&x->mpi_done, &flag, MPI_STATUS_IGNORE);
-
-    if (rc != MPI_SUCCESS) {
-        LOG_ERROR("transfer to '%s': testing its last RMA op failed", x->remote_name);
-        if (x->issue_err == MPIXFER_OK)
-            x->issue_err = MPIXFER__MPI_ERR("MPI_Test", rc);
-        x->mpi_done = MPI_REQUEST_NULL;
-        return true;
-    }
-    return flag != 0;
-}
-
 int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
 {
     int flushed[16], nflushed = 0, done = 0;
     mpixfer_request_t **pp = &ctx->pending_head, *prev = NULL;
 
-    /* All issued before any flush, so one flush per target covers every request. */
-    issue_deferred(ctx, only);
+    /* Everything deferred is issued before any flush, so one flush per target covers
+     * every request. */
+    for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending)
+        if (x->path->issue != NULL && (only == NULL || x->agent == only))
+            x->path->issue(ctx, x);
 
     while (*pp != NULL) {
         mpixfer_request_t *x = *pp;
         mpixfer_status_t st = MPIXFER_OK;
-        bool seen = false;
+        bool flush = false;
 
-        if (only != NULL && x->agent != only) {
+        if ((only != NULL && x->agent != only) || !x->path->test(ctx, x, &done, &st, &flush)) {
             prev = x;
             pp = &x->next_pending;
             continue;
         }
-        if (x->on_link) {
-            if (!mpixfer__link_req_test(ctx, x, &st)) {
-                prev = x;
-                pp = &x->next_pending;
-                continue;
-            }
-            seen = true; /* remote completion came from UCX's flush */
-        } else if (x->staged != NULL) {
-            if (!mpixfer__staged_advance(ctx, x, &done)) {
-                prev = x;
-                pp = &x->next_pending;
-                continue;
-            }
-            st = x->staged->err;
-            seen = true; /* nothing went by RMA */
-        } else {
-            if (x->issuing || (x->mpi_done != MPI_REQUEST_NULL && !rma_done(x))) {
-                prev = x; /* a waiting thread issues it, or MPI still moves its bytes */
-                pp = &x->next_pending;
-                continue;
-            }
-            st = x->issue_err;
-            seen = !x->mpi_issued; /* copies only: nothing to flush */
-        }
         /* One flush per target completes every request to it issued so far. */
-        for (int i = 0; i < nflushed; i++)
-            seen = seen || flushed[i] == x->target.rank;
-        if (!seen) {
+        for (int i = 0; i < nflushed && flush; i++)
+            flush = flushed[i] != x->target.rank;
+        if (flush) {
             mpixfer_status_t fst = mpixfer__rma_flush(ctx, x->target.rank);
             if (fst == MPIXFER_OK && nflushed < 16)
                 flushed[nflushed++] = x->target.rank;
@@ -228,8 +122,8 @@ static void enqueue(mpixfer_context_t *ctx, mpixfer_request_t *x)
 static mpixfer_status_t grow_pins(mpixfer_request_t *x)
 {
     size_t cap = 2 * x->cap_pins;
-    mpixfer__region_t **p = x->pins == x->pins_inline ? malloc(cap * sizeof(*p))
-                                                      : realloc(x->pins, cap * sizeof(*p));
+    mpixfer__region_t **p =
+        x->pins == x->pins_inline ? malloc(cap * sizeof(*p)) : realloc(x->pins, cap * sizeof(*p));
     if (p == NULL)
         return MPIXFER_ERR_NO_MEMORY;
     if (x->pins == x->pins_inline)
@@ -255,8 +149,8 @@ static mpixfer_status_t validate(mpixfer_agent_t *agent, const mpixfer_transfer_
         mpixfer__region_t *reg = NULL;
 
         if (s[i].len != d[i].len)
-            MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "pair %zu: src length %zu != dst length %zu",
-                          i, s[i].len, d[i].len);
+            MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "pair %zu: src length %zu != dst length %zu", i,
+                          s[i].len, d[i].len);
         if (s[i].len == 0 || s[i].addr + s[i].len < s[i].addr || d[i].addr + d[i].len < d[i].addr)
             MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "pair %zu is empty or wraps", i);
         /* The last region found usually holds the next block too. */
@@ -293,6 +187,26 @@ static mpixfer_status_t validate(mpixfer_agent_t *agent, const mpixfer_transfer_
     return MPIXFER_OK;
 }
 
+/* Which path moves a validated request's bytes. */
+static const mpixfer__path_t *choose_path(const mpixfer_context_t *ctx, const mpixfer__remote_t *r,
+                                          const mpixfer_agent_t *local_target,
+                                          const mpixfer_transfer_request_t *req, bool device)
+{
+    /* Another process's agent over a link: host memory by the link's own path, VRAM
+     * staged through host memory over the link's messages. */
+    if (r->link != NULL)
+        return device ? &mpixfer__path_staged : &mpixfer__path_link;
+    /* Peers on other nodes that the context reaches by messages. */
+    if (local_target == NULL && ctx->peer_path != NULL &&
+        MPIXFER__PATH(ctx, r->rank) == MPIXFER_DATA_PATH_MESSAGES)
+        return &mpixfer__path_staged;
+    /* VRAM without a CUDA-aware MPI. */
+    if (device && ctx->gpu_path == MPIXFER_GPU_PATH_STAGED && local_target == NULL)
+        return &mpixfer__path_staged;
+    (void)req;
+    return &mpixfer__path_rma;
+}
+
 mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
                                          const mpixfer_transfer_request_t *req,
                                          mpixfer_request_t **xfer_p)
@@ -302,7 +216,6 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     mpixfer_agent_t *local_target = NULL;
     mpixfer_request_t *x;
     mpixfer_status_t st;
-    size_t mpi_ops = 0;
 
     if (agent == NULL || req == NULL || xfer_p == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, req or xfer_p is NULL");
@@ -400,124 +313,31 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     for (size_t i = 0; i < req->src.count; i++)
         ctx->stats.bytes += req->src.descs[i].len;
 
+    x->op = req->op;
     x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
-    /* Another process's agent over a link: host memory moves by the link's own path. */
-    if (r->link != NULL && !x->device) {
-        x->op = req->op;
-        st = mpixfer__link_submit(ctx, x, r->link, req);
+    x->path = choose_path(ctx, r, local_target, req, x->device);
+    {
+        bool done = false;
+        mpixfer_status_t fst = MPIXFER_OK;
+
+        st = x->path->start(ctx, x, req, &done, &fst);
         if (st != MPIXFER_OK) {
             unpin(x);
             goto err_locked;
         }
-        if (x->lop == NULL) {
-            /* Cross-memory copies: the bytes are in place now. */
-            complete(ctx, x, MPIXFER_OK);
+        if (done) {
+            complete(ctx, x, fst);
             if (x->name_borrowed)
-                x->remote_name = (char *)"";
+                x->remote_name = (char *)""; /* the caller's string is not ours to keep */
+            /* The wait that follows returns at once: poll the control channel here every
+             * CTRL_POLL_EVERY-th time, so a caller that only submits and waits still
+             * answers its peers (their staged transfers, descriptor requests). */
+            if (++ctx->ctrl_skipped >= MPIXFER__CTRL_POLL_EVERY)
+                mpixfer__progress_locked(ctx);
             mpixfer__unlock(ctx);
             *xfer_p = x;
             return MPIXFER_OK;
         }
-        enqueue(ctx, x);
-        mpixfer__unlock(ctx);
-        *xfer_p = x;
-        return MPIXFER_OK;
-    }
-    /* Staged: VRAM without a CUDA-aware MPI or over a link, and peers on other nodes the
-     * context reaches by messages. */
-    if (r->link != NULL ||
-        (local_target == NULL && ctx->peer_path != NULL &&
-         MPIXFER__PATH(ctx, r->rank) == MPIXFER_DATA_PATH_MESSAGES) ||
-        ((req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM) &&
-         ctx->gpu_path == MPIXFER_GPU_PATH_STAGED && local_target == NULL)) {
-        st = mpixfer__staged_start(ctx, x, req);
-        if (st != MPIXFER_OK) {
-            unpin(x);
-            goto err_locked;
-        }
-        int work = 0;
-        /* The first chunks leave now; the rest follow as answers come back. */
-        mpixfer__staged_advance(ctx, x, &work);
-        enqueue(ctx, x);
-        mpixfer__unlock(ctx);
-        *xfer_p = x;
-        return MPIXFER_OK;
-    }
-    x->op = req->op;
-    x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
-    if (req->src.count > MPIXFER__INLINE_DESCS) {
-        /* Posting tens of thousands of blocks must not wait for their bytes: progress (wait,
-         * a poll, the progress thread) issues them. One allocation holds both lists. */
-        size_t n = req->src.count;
-        if (ctx->spare_lists != NULL && ctx->spare_cap >= n) {
-            x->dsrc = ctx->spare_lists;
-            x->dcap = ctx->spare_cap;
-            ctx->spare_lists = NULL;
-        } else {
-            x->dsrc = malloc(2 * n * sizeof(*x->dsrc));
-            x->dcap = n;
-        }
-        if (x->dsrc == NULL) {
-            unpin(x);
-            st = MPIXFER_ERR_NO_MEMORY;
-            goto err_locked;
-        }
-        x->ddst = x->dsrc + n;
-        x->dcount = n;
-        memcpy(x->dsrc, req->src.descs, n * sizeof(*x->dsrc));
-        memcpy(x->ddst, req->dst.descs, n * sizeof(*x->ddst));
-        enqueue(ctx, x);
-        mpixfer__unlock(ctx);
-        *xfer_p = x;
-        return MPIXFER_OK;
-    }
-    {
-        /* Copies into node peers' arenas (or any RMA with MPIXFER_ISSUE=unlocked) move
-         * without the lock, so threads submitting at once overlap. Nobody else sees x
-         * before it is queued, and its pins keep our regions registered meanwhile; the
-         * remote (r) may be invalidated meanwhile, so only x's copies are used from here. */
-        bool unlocked = issue_unlocked_ok(ctx, x, req->dst.descs, req->src.count);
-        mpixfer_stats_t counts = {0};
-        if (unlocked)
-            mpixfer__unlock(ctx);
-        st = mpixfer__rma_issue(ctx, req->op, x->target.rank, req->src.descs, req->dst.descs,
-                                req->src.count, x->device, &mpi_ops, &x->mpi_done, &counts);
-        if (unlocked)
-            mpixfer__lock(ctx);
-        add_counts(ctx, &counts);
-    }
-    x->mpi_issued = mpi_ops > 0;
-    if (st != MPIXFER_OK) {
-        /* Ops issued before the failure must finish before the caller reuses buffers. */
-        if (mpi_ops > 0)
-            mpixfer__rma_flush(ctx, x->target.rank);
-        unpin(x);
-        goto err_locked;
-    }
-    /* Already done (copies, or a last put or get that completed inside the MPI call, as
-     * over shared memory): finish here, while what the ops just touched is still in the
-     * caches. After a 1 MiB copy has evicted them, finishing later in wait cost ~1 us
-     * more (one trip to memory per cache line of MPI's and our state). A transfer still
-     * on its way (a NIC's RMA) is finished by progress: wait, a poll or the thread, with
-     * one flush per target for all requests done by then. */
-    if (!x->mpi_issued || x->mpi_done == MPI_REQUEST_NULL || rma_done(x)) {
-        st = x->issue_err;
-        if (x->mpi_issued) {
-            mpixfer_status_t fst = mpixfer__rma_flush(ctx, x->target.rank);
-            if (st == MPIXFER_OK)
-                st = fst;
-        }
-        complete(ctx, x, st);
-        if (x->name_borrowed)
-            x->remote_name = (char *)""; /* the caller's string is not ours to keep */
-        /* The wait that follows returns at once: poll the control channel here every
-         * CTRL_POLL_EVERY-th time, so a caller that only submits and waits still answers
-         * its peers (their staged transfers, descriptor requests). */
-        if (++ctx->ctrl_skipped >= MPIXFER__CTRL_POLL_EVERY)
-            mpixfer__progress_locked(ctx);
-        mpixfer__unlock(ctx);
-        *xfer_p = x;
-        return MPIXFER_OK;
     }
     enqueue(ctx, x);
     mpixfer__unlock(ctx);
@@ -558,19 +378,10 @@ mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms
     deadline = timeout_ms > 0 ? mpixfer__now_ns() + timeout_ms * 1000000 : 0;
     for (;;) {
         mpixfer__lock(ctx);
-        if (!xfer->issuing && xfer->dsrc != NULL &&
-            issue_unlocked_ok(ctx, xfer, xfer->ddst, xfer->dcount)) {
-            /* Our own queued request: issue it here, without the lock, rather than in
-             * progress under it, so several waiting threads move their bytes at once. */
-            mpixfer_stats_t counts = {0};
-            xfer->issuing = true;
-            mpixfer__unlock(ctx);
-            issue_lists(ctx, xfer, &counts);
-            mpixfer__lock(ctx);
-            lists_done(ctx, xfer);
-            xfer->issuing = false;
-            add_counts(ctx, &counts);
-        }
+        /* Our own request may move its bytes here (the RMA path's copies into arenas). */
+        if (xfer->path != NULL && xfer->path->wait_issue != NULL &&
+            atomic_load(&xfer->state) == MPIXFER_STATE_IN_PROGRESS)
+            xfer->path->wait_issue(ctx, xfer);
         mpixfer__progress_locked(ctx);
         mpixfer__unlock(ctx);
         if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)

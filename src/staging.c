@@ -29,10 +29,6 @@
 #define XA_HDR 24
 #define XR_LEN 40
 
-
-
-
-
 void mpixfer__staged_free(mpixfer__staged_t *s)
 {
     if (s == NULL)
@@ -153,8 +149,8 @@ bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *
         mpixfer__now_ns() - s->last_heard_ns > (int64_t)ctx->params.stall_timeout_ms * 1000000) {
         /* The target stopped answering. Later answers find no request and are dropped,
          * so our buffers are safe to reuse once this returns. */
-        LOG_WARN("request %llu to '%s': no answer for %u ms; failing it",
-                 (unsigned long long)s->id, x->remote_name, ctx->params.stall_timeout_ms);
+        LOG_WARN("request %llu to '%s': no answer for %u ms; failing it", (unsigned long long)s->id,
+                 x->remote_name, ctx->params.stall_timeout_ms);
         s->err = MPIXFER_ERR_TIMEOUT;
         s->inflight = 0;
         return true;
@@ -244,8 +240,9 @@ static mpixfer_status_t target_range(mpixfer_agent_t *agent, uint64_t addr, uint
     return mpixfer__agent_find_region(agent, (mpixfer_mem_type_t)type, &d, &r);
 }
 
-static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c, mpixfer__ctrl_kind_t kind, uint64_t id, uint64_t seq,
-                   mpixfer_status_t status, uint64_t addr, size_t len, bool device)
+static void answer(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfer__ctrl_t *c,
+                   mpixfer__ctrl_kind_t kind, uint64_t id, uint64_t seq, mpixfer_status_t status,
+                   uint64_t addr, size_t len, bool device)
 {
     unsigned char *buf, *p;
     size_t n;
@@ -314,3 +311,37 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
                type == MPIXFER_MEM_VRAM);
     }
 }
+
+/* ------------------------------------------------------------------ the path */
+
+static mpixfer_status_t staged_path_start(mpixfer_context_t *ctx, mpixfer_request_t *x,
+                                          const mpixfer_transfer_request_t *req, bool *done_p,
+                                          mpixfer_status_t *st_p)
+{
+    int work = 0;
+    mpixfer_status_t st = mpixfer__staged_start(ctx, x, req);
+
+    (void)done_p;
+    (void)st_p;
+    if (st != MPIXFER_OK)
+        return st;
+    /* The first chunks leave now; the rest follow as answers come back. */
+    mpixfer__staged_advance(ctx, x, &work);
+    return MPIXFER_OK;
+}
+
+static bool staged_path_test(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work,
+                             mpixfer_status_t *st_p, bool *flush_p)
+{
+    if (!mpixfer__staged_advance(ctx, x, work))
+        return false;
+    *st_p = x->staged->err;
+    *flush_p = false; /* nothing went by RMA */
+    return true;
+}
+
+const mpixfer__path_t mpixfer__path_staged = {
+    .name = "staged",
+    .start = staged_path_start,
+    .test = staged_path_test,
+};
