@@ -64,7 +64,8 @@ extern "C" {
     X(MPIXFER_ERR_MPI, -12, "MPI call failed")                                         \
     X(MPIXFER_ERR_IO, -13, "I/O error")                                                \
     X(MPIXFER_ERR_TIMEOUT, -14, "timed out")                                           \
-    X(MPIXFER_ERR_CANCELED, -15, "canceled (agent invalidated or destroyed)")          \
+    X(MPIXFER_ERR_CANCELED, -15,                                                       \
+      "canceled (mpixfer_request_cancel, or its agent invalidated or destroyed)")       \
     X(MPIXFER_ERR_DENIED, -16,                                                         \
       "access denied: the peer did not prove it holds the agent's connection info or " \
       "descriptor")
@@ -339,6 +340,11 @@ MPIXFER_API mpixfer_status_t mpixfer_agent_create(mpixfer_context_t *ctx,
 /**
  * @brief Destroy an agent: completes its in-flight transfers, deregisters its memory,
  *        drops its inbox. Requests it made stay valid until mpixfer_request_free().
+ *        Local. In terms of mpixfer_request_cancel()'s guarantee: when this returns, every
+ *        transfer of the agent has ended (SUCCESS, or FAILURE within the stall timeout) and
+ *        none moves a byte any more, except what a peer abandoned at the stall timeout may
+ *        still complete (MPIXFER_ERR_TIMEOUT, as documented there). Never hangs. To stop
+ *        transfers rather than finish them, cancel them first.
  */
 MPIXFER_API mpixfer_status_t mpixfer_agent_destroy(mpixfer_agent_t *agent);
 
@@ -450,7 +456,12 @@ MPIXFER_API mpixfer_status_t mpixfer_load_remote_agent_by_connection(mpixfer_age
 
 /**
  * @brief Forget a remote agent. Later transfers to it fail with MPIXFER_ERR_NOT_FOUND;
- *        transfers already in flight still end (SUCCESS or FAILURE).
+ *        transfers already in flight still end (SUCCESS or FAILURE). Local; returns at
+ *        once and does not stop them: in-job transfers finish, transfers over a link that
+ *        no other loaded remote shares end in FAILURE (MPIXFER_ERR_CANCELED) as the link
+ *        closes, and a staged WRITE among them counts as in flight until its chunks expire.
+ *        So the buffers of transfers in flight to it are reusable only once each has ended
+ *        (wait) or been cancelled (mpixfer_request_cancel()).
  * @return MPIXFER_OK; MPIXFER_ERR_NOT_FOUND.
  */
 MPIXFER_API mpixfer_status_t mpixfer_invalidate_remote_agent(mpixfer_agent_t *agent,
@@ -486,6 +497,11 @@ typedef struct {
     const char *remote_name;  /**< a loaded remote agent */
     const void *sync_message; /**< optional; delivered after the data is in place */
     size_t sync_message_len;
+    /** Milliseconds from submit after which the request is stopped as by
+     *  mpixfer_request_cancel() and ends in FAILURE with MPIXFER_ERR_TIMEOUT; 0: none.
+     *  Checked by progress (wait, polls, the progress thread), so it fires at the first
+     *  progress after it passes. A request finished inside submit never expires. */
+    uint64_t deadline_ms;
 } mpixfer_transfer_request_t;
 
 /**
@@ -523,8 +539,46 @@ MPIXFER_API mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_
 /** @brief MPIXFER_OK after success, MPIXFER_IN_PROGRESS while running, else why it failed. */
 MPIXFER_API mpixfer_status_t mpixfer_request_status(const mpixfer_request_t *xfer);
 
-/** @brief Release a request. A request still in flight completes in the background. */
+/**
+ * @brief Release a request. Local. A request still in flight is not stopped: it completes
+ *        in the background (its bytes still move, its sync message is still sent), so its
+ *        buffers stay in use until then. To reuse them at once, call
+ *        mpixfer_request_cancel() first.
+ */
 MPIXFER_API void mpixfer_request_free(mpixfer_request_t *xfer);
+
+/**
+ * @brief Stop a transfer and return once it has ended. Local; may be called from any
+ *        thread, also while another thread waits on the request.
+ *
+ * A request that had ended keeps its result. One still in flight ends in FAILURE with
+ * MPIXFER_ERR_CANCELED (MPIXFER_ERR_TIMEOUT if its deadline stopped it first) and its
+ * sync message is never sent; any subset of its bytes may have landed before. When this
+ * returns MPIXFER_OK, no byte of the transfer is written to local or remote memory any
+ * more, so both sides' buffers may be reused at once. Per path:
+ *  - MPI RMA: nothing more is issued; what MPI was given completes (MPI has no way to
+ *    take an RMA operation back) and is flushed before the call returns.
+ *  - Copies (agents of this process, node peers' arenas, same-host links): a copy is
+ *    never interrupted; copies not started are not made.
+ *  - Staged and message chunks (VRAM without CUDA-aware MPI, peers reached by
+ *    messages): no chunk is posted any more; answers still arriving are dropped, so a
+ *    READ is quiescent at once; a WRITE waits for the chunks already sent. Each carries
+ *    its expiry (CLOCK_REALTIME at posting + the stall timeout): a target that is only
+ *    slow drops it instead of writing it late (hosts' clocks must agree to well within
+ *    the stall timeout).
+ *  - Links over UCX: the issued operations' remote completion is awaited.
+ * Bounded by the context's stall timeout (plus 50 ms): a peer that does not complete
+ * what was issued by then is abandoned (UCX endpoint closed by force and the link failed,
+ * MPI request released) and this returns MPIXFER_ERR_TIMEOUT, the request's status too.
+ * Then nothing is guaranteed for what was issued: a peer that has exited writes nothing
+ * more, but one that was only stopped and resumes may still complete an RMA or UCX WRITE
+ * in its memory and, with UCX 1.13's emulated RMA (no RDMA device), a READ into ours
+ * (measured: test_cancel_silent_link). Quarantine such buffers. Never hangs.
+ * @return MPIXFER_OK once the request has ended (also when it had ended before);
+ *         MPIXFER_ERR_TIMEOUT (abandoned at the stall timeout, as above);
+ *         MPIXFER_ERR_INVALID_ARG for NULL.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_request_cancel(mpixfer_request_t *xfer);
 
 /* ----------------------------------------------------------- sync messages */
 
@@ -572,9 +626,9 @@ typedef struct {
 
 /** How mpixfer_loopback_execute() moved VRAM last (DRAM always uses pread/pwrite). */
 typedef enum {
-    MPIXFER_LOOPBACK_PATH_POSIX = 0,   /**< pread/pwrite on host memory */
-    MPIXFER_LOOPBACK_PATH_STAGED = 1,  /**< VRAM copied through pinned host buffers */
-    MPIXFER_LOOPBACK_PATH_GDS = 2      /**< GPUDirect Storage (cuFile) */
+    MPIXFER_LOOPBACK_PATH_POSIX = 0,  /**< pread/pwrite on host memory */
+    MPIXFER_LOOPBACK_PATH_STAGED = 1, /**< VRAM copied through pinned host buffers */
+    MPIXFER_LOOPBACK_PATH_GDS = 2     /**< GPUDirect Storage (cuFile) */
 } mpixfer_loopback_path_t;
 
 /**

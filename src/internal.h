@@ -194,6 +194,10 @@ typedef struct {
     unsigned inflight;
     mpixfer__chunk_t *chunks; /* pipeline depth entries */
     mpixfer_status_t err;
+    /* WRITE chunks carry their expiry (CLOCK_REALTIME): the latest one posted. Chunks
+     * given up on (no answer will count) are harmless only once it has passed. */
+    int64_t expires_max_rt;
+    bool abandoned;
 } mpixfer__staged_t;
 
 struct mpixfer_agent {
@@ -250,6 +254,13 @@ struct mpixfer_request {
     struct mpixfer__link_op *lop;
     mpixfer_status_t link_err;
     mpixfer_status_t issue_err;
+    /* Stopping (mpixfer_request_cancel, a deadline): progress asks the path to stop x
+     * instead of testing it; by stop_by_ns the path must give up. */
+    bool stopping;
+    bool stop_gave_up;         /* the path abandoned x at stop_by_ns */
+    mpixfer_status_t stop_why; /* CANCELED, or TIMEOUT for a deadline */
+    int64_t deadline_ns;       /* 0: none (mpixfer__now_ns clock) */
+    int64_t stop_by_ns;
     struct mpixfer_request *next_pending;
     char name_inline[48]; /* last: a request finished in submit never writes it */
 };
@@ -467,6 +478,11 @@ struct mpixfer__path {
      * the target's MPI_Win_flush must still complete it. */
     bool (*test)(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work, mpixfer_status_t *st_p,
                  bool *flush_p);
+    /* Stopping x (x->stopping): issue nothing more, drop what is not under way, and say
+     * true once no byte of x can move any more (*flush_p as for test). With give_up (the
+     * stall timeout passed) it must make x quiescent locally now, abandoning what a peer
+     * never completed, and return true. */
+    bool (*stop)(mpixfer_context_t *ctx, mpixfer_request_t *x, bool give_up, bool *flush_p);
 };
 
 extern const mpixfer__path_t mpixfer__path_rma, mpixfer__path_staged, mpixfer__path_link;
@@ -495,6 +511,8 @@ mpixfer_status_t mpixfer__staged_start(mpixfer_context_t *ctx, mpixfer_request_t
                                        const mpixfer_transfer_request_t *req);
 /* Post chunks up to the pipeline depth; true when every chunk is answered. Lock held. */
 bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work);
+/* Stops awaiting answers to x's chunks out (their answers are dropped from now on). */
+void mpixfer__staged_abandon(mpixfer_context_t *ctx, mpixfer_request_t *x);
 void mpixfer__staged_free(mpixfer__staged_t *s);
 /* Handlers for the staged control messages (from dispatch; @p agent NULL when the
  * receiver does not exist, which refuses the chunk). Lock held. */
@@ -566,6 +584,8 @@ bool mpixfer__link_req_test(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfe
 
 /* ----------------------------------------------------------- request.c */
 int64_t mpixfer__now_ns(void);
+/* CLOCK_REALTIME in ns: what two processes (two hosts with synchronized clocks) agree on. */
+int64_t mpixfer__realtime_ns(void);
 /* Complete pending requests (flush, then sync message). Lock held. Returns work done. */
 int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only);
 

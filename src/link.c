@@ -451,12 +451,17 @@ static void link_fail(mpixfer_context_t *ctx, mpixfer__link_t *l, mpixfer_status
     obufs_free(&l->held_head, &l->held_tail);
     forget_routes(ctx, l);
     mpixfer__link_data_fail(ctx, l, why);
-    /* Requests still waiting on the link can never be answered. */
+    /* Requests still waiting on the link can never be answered. Chunks we sent may still
+     * be read by a peer that is only slow (our stream stays readable to it after we close
+     * it), so they count as written until they expire; a peer whose stream broke
+     * (UNREACHABLE) has exited or discarded them. */
     for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending)
         if (x->target.link == l && x->staged != NULL) {
             if (x->staged->err == MPIXFER_OK)
                 x->staged->err = why;
-            x->staged->inflight = 0;
+            mpixfer__staged_abandon(ctx, x);
+            if (why == MPIXFER_ERR_UNREACHABLE)
+                x->staged->abandoned = false;
         }
     for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next)
         for (mpixfer__remote_t *r = a->remotes; r != NULL; r = r->next)

@@ -509,6 +509,20 @@ mpixfer_status_t mpixfer__link_submit(mpixfer_context_t *ctx, mpixfer_request_t 
     return MPIXFER_OK;
 }
 
+/* Gives up on x's UCX operations: the link fails (its other requests with it) and its
+ * endpoint is closed by force, which cancels what UCX still holds, so no late get reply
+ * is copied into our memory. Puts already on their way may still land at a peer that
+ * resumes: the callers say so (MPIXFER_ERR_TIMEOUT). */
+static void abandon(mpixfer_context_t *ctx, mpixfer_request_t *x)
+{
+    mpixfer__link_t *l = x->lop->link;
+
+    x->lop->x = NULL; /* the flush callback frees it, if UCX ever calls it */
+    x->lop = NULL;
+    mpixfer__link_fail(ctx, l, MPIXFER_ERR_TIMEOUT);
+    mpixfer__link_data_free(ctx, l);
+}
+
 bool mpixfer__link_req_test(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_status_t *st_p)
 {
     struct mpixfer__link_op *op = x->lop;
@@ -531,8 +545,7 @@ bool mpixfer__link_req_test(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfe
         LOG_WARN("transfer to '%s' over a link: no remote completion within the stall timeout "
                  "(%u ms)",
                  x->remote_name, ctx->params.stall_timeout_ms);
-        op->x = NULL; /* the flush callback frees it, if UCX ever calls it */
-        x->lop = NULL;
+        abandon(ctx, x);
         *st_p = MPIXFER_ERR_TIMEOUT;
         return true;
     }
@@ -577,8 +590,36 @@ static bool link_path_test(mpixfer_context_t *ctx, mpixfer_request_t *x, int *wo
     return mpixfer__link_req_test(ctx, x, st_p);
 }
 
+/* Cross-memory copies end inside submit; UCX operations were all issued there, so a stop
+ * awaits their remote completion (the flush), or abandons them at give_up. */
+static bool link_path_stop(mpixfer_context_t *ctx, mpixfer_request_t *x, bool give_up,
+                           bool *flush_p)
+{
+    struct mpixfer__link_op *op = x->lop;
+
+    *flush_p = false;
+    if (op == NULL)
+        return true;
+    if (!op->done && ctx->ucx != NULL)
+        ucp_worker_progress(ctx->ucx->worker);
+    if (op->done) {
+        free(op);
+        x->lop = NULL;
+        return true;
+    }
+    if (!give_up)
+        return false;
+    LOG_WARN("transfer to '%s' over a link: cancel found no remote completion within the "
+             "stall timeout (%u ms); link abandoned",
+             x->remote_name, ctx->params.stall_timeout_ms);
+    abandon(ctx, x);
+    x->stop_gave_up = true;
+    return true;
+}
+
 const mpixfer__path_t mpixfer__path_link = {
     .name = "link",
     .start = link_path_start,
     .test = link_path_test,
+    .stop = link_path_stop,
 };

@@ -59,23 +59,66 @@ static void complete(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_statu
     atomic_store(&x->state, st == MPIXFER_OK ? MPIXFER_STATE_SUCCESS : MPIXFER_STATE_FAILURE);
 }
 
+/* From now on x is stopped rather than tested; by stop_by_ns its path gives up. */
+static void begin_stop(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_status_t why)
+{
+    x->stopping = true;
+    x->stop_why = why;
+    x->stop_by_ns =
+        mpixfer__now_ns() + (int64_t)ctx->params.stall_timeout_ms * 1000000 + 50 * 1000000LL;
+}
+
+/* One look at queued x: a deadline that passed starts its stop; a stopping x is asked
+ * whether it is quiescent, any other one tested. */
+static void check_deadline(mpixfer_context_t *ctx, mpixfer_request_t *x, int64_t *now)
+{
+    if (x->deadline_ns == 0 || x->stopping)
+        return;
+    if (*now == 0)
+        *now = mpixfer__now_ns();
+    if (*now >= x->deadline_ns) {
+        LOG_WARN("transfer to '%s' passed its deadline; stopping it", x->remote_name);
+        begin_stop(ctx, x, MPIXFER_ERR_TIMEOUT);
+    }
+}
+
+static bool request_ended(mpixfer_context_t *ctx, mpixfer_request_t *x, int64_t *now, int *work,
+                          mpixfer_status_t *st_p, bool *flush_p)
+{
+    check_deadline(ctx, x, now);
+    if (!x->stopping)
+        return x->path->test(ctx, x, work, st_p, flush_p);
+    if (*now == 0)
+        *now = mpixfer__now_ns();
+    if (!x->path->stop(ctx, x, *now >= x->stop_by_ns, flush_p))
+        return false;
+    *st_p = x->stop_gave_up ? MPIXFER_ERR_TIMEOUT : x->stop_why;
+    return true;
+}
+
 int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only)
 {
     int flushed[16], nflushed = 0, done = 0;
+    int64_t now = 0; /* read once per pass, only when a deadline or a stop needs it */
     mpixfer_request_t **pp = &ctx->pending_head, *prev = NULL;
 
     /* Everything deferred is issued before any flush, so one flush per target covers
      * every request. */
-    for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending)
-        if (x->path->issue != NULL && (only == NULL || x->agent == only))
+    for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending) {
+        if (x->path->issue == NULL || (only != NULL && x->agent != only))
+            continue;
+        check_deadline(ctx, x, &now); /* one past its deadline starts nothing more */
+        if (!x->stopping)
             x->path->issue(ctx, x);
+    }
 
     while (*pp != NULL) {
         mpixfer_request_t *x = *pp;
         mpixfer_status_t st = MPIXFER_OK;
         bool flush = false;
 
-        if ((only != NULL && x->agent != only) || !x->path->test(ctx, x, &done, &st, &flush)) {
+        if ((only != NULL && x->agent != only) ||
+            !request_ended(ctx, x, &now, &done, &st, &flush)) {
             prev = x;
             pp = &x->next_pending;
             continue;
@@ -315,6 +358,10 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
 
     x->op = req->op;
     x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
+    if (req->deadline_ms != 0)
+        x->deadline_ns = mpixfer__now_ns() + (req->deadline_ms > INT64_MAX / 2000000
+                                                  ? INT64_MAX / 2
+                                                  : (int64_t)req->deadline_ms * 1000000);
     x->path = choose_path(ctx, r, local_target, req, x->device);
     {
         bool done = false;
@@ -363,6 +410,13 @@ int64_t mpixfer__now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t mpixfer__realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms)
 {
     int64_t deadline;
@@ -380,7 +434,8 @@ mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms
         mpixfer__lock(ctx);
         /* Our own request may move its bytes here (the RMA path's copies into arenas). */
         if (xfer->path != NULL && xfer->path->wait_issue != NULL &&
-            atomic_load(&xfer->state) == MPIXFER_STATE_IN_PROGRESS)
+            atomic_load(&xfer->state) == MPIXFER_STATE_IN_PROGRESS &&
+            (xfer->deadline_ns == 0 || mpixfer__now_ns() < xfer->deadline_ns))
             xfer->path->wait_issue(ctx, xfer);
         mpixfer__progress_locked(ctx);
         mpixfer__unlock(ctx);
@@ -390,6 +445,34 @@ mpixfer_state_t mpixfer_request_wait(mpixfer_request_t *xfer, int64_t timeout_ms
             return MPIXFER_STATE_IN_PROGRESS;
         sched_yield();
     }
+}
+
+mpixfer_status_t mpixfer_request_cancel(mpixfer_request_t *xfer)
+{
+    mpixfer_context_t *ctx;
+
+    if (xfer == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "request is NULL");
+    if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
+        return MPIXFER_OK;
+    ctx = xfer->ctx;
+    mpixfer__lock(ctx);
+    /* Completion happens under the lock: checked again here, it cannot race. No progress
+     * first, so nothing more of it is issued. */
+    if (atomic_load(&xfer->state) == MPIXFER_STATE_IN_PROGRESS && !xfer->stopping)
+        begin_stop(ctx, xfer, MPIXFER_ERR_CANCELED);
+    for (;;) {
+        if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
+            break;
+        mpixfer__progress_locked(ctx);
+        if (atomic_load(&xfer->state) != MPIXFER_STATE_IN_PROGRESS)
+            break;
+        mpixfer__unlock(ctx);
+        sched_yield();
+        mpixfer__lock(ctx);
+    }
+    mpixfer__unlock(ctx);
+    return xfer->stop_gave_up ? MPIXFER_ERR_TIMEOUT : MPIXFER_OK;
 }
 
 mpixfer_status_t mpixfer_request_status(const mpixfer_request_t *xfer)

@@ -298,7 +298,8 @@ static void rma_wait_issue(mpixfer_context_t *ctx, mpixfer_request_t *x)
 {
     mpixfer_stats_t counts = {0};
 
-    if (x->issuing || x->dsrc == NULL || !issue_unlocked_ok(ctx, x, x->ddst, x->dcount))
+    if (x->issuing || x->dsrc == NULL || x->stopping ||
+        !issue_unlocked_ok(ctx, x, x->ddst, x->dcount))
         return;
     x->issuing = true;
     mpixfer__unlock(ctx);
@@ -322,10 +323,37 @@ static bool rma_test(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work,
     return true;
 }
 
+/* Lists not issued yet are dropped: nothing of them moved. MPI has no way to take back an
+ * operation it was given, so those complete (and are flushed) before x ends; a copy under
+ * way in a waiting thread (issuing) is never interrupted and is short. A peer that does
+ * not complete x's last MPI op by give_up is abandoned: its request released, no flush
+ * (which would block on it). */
+static bool rma_stop(mpixfer_context_t *ctx, mpixfer_request_t *x, bool give_up, bool *flush_p)
+{
+    *flush_p = false;
+    if (x->issuing)
+        return false;
+    if (x->dsrc != NULL)
+        lists_done(ctx, x);
+    if (x->mpi_done != MPI_REQUEST_NULL && !rma_done(x)) {
+        if (!give_up)
+            return false;
+        LOG_WARN("transfer to '%s': its last RMA op did not complete within the stall timeout "
+                 "(%u ms); abandoned",
+                 x->remote_name, ctx->params.stall_timeout_ms);
+        MPI_Request_free(&x->mpi_done);
+        x->stop_gave_up = true;
+        return true;
+    }
+    *flush_p = x->mpi_issued;
+    return true;
+}
+
 const mpixfer__path_t mpixfer__path_rma = {
     .name = "rma",
     .start = rma_start,
     .issue = rma_issue_deferred,
     .wait_issue = rma_wait_issue,
     .test = rma_test,
+    .stop = rma_stop,
 };

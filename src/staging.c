@@ -13,8 +13,15 @@
  * success, on the same ordered channel) reaches the target after the bytes are in its
  * memory. The target takes part through its progress: its thread or its next call.
  *
+ * A WRITE chunk carries its expiry: CLOCK_REALTIME when it was posted plus the stall
+ * timeout. A target that sees it later (it was stopped, or swapped out) drops it and
+ * answers MPIXFER_ERR_TIMEOUT: by then the initiator may have failed or cancelled the
+ * request and reused the buffers at both ends, so a late write must not happen. The
+ * initiator, for its part, treats chunks it gave up on as harmless only once their expiry
+ * has passed (plus EXPIRY_MARGIN_NS for a copy started just before it).
+ *
  * Payloads (little-endian), after the control header and names:
- *   XWRITE  id u64, seq u64, addr u64, type u32, device u32, bytes...
+ *   XWRITE  id u64, seq u64, addr u64, type u32, device u32, expires u64 (ns), bytes...
  *   XACK    id u64, seq u64, status i32, 0 u32
  *   XREAD   id u64, seq u64, addr u64, type u32, device u32, len u64
  *   XDATA   id u64, seq u64, status i32, 0 u32, bytes... */
@@ -25,7 +32,10 @@
 #include "internal.h"
 #include "wire.h"
 
-#define XW_HDR 32
+#define XW_HDR 40
+/* A target that checked a chunk's expiry just before it passed still copies it: at most
+ * one chunk's copy (~1 ms for 4 MiB) after the expiry. */
+#define EXPIRY_MARGIN_NS (50 * 1000000LL)
 #define XA_HDR 24
 #define XR_LEN 40
 
@@ -90,7 +100,8 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
     /* Pinned only where a device copy fills it. */
     bool pinned = write && s->ltype == MPIXFER_MEM_VRAM;
 
-    if (s->pair == s->npairs || s->err != MPIXFER_OK || (slot = free_slot(ctx, s)) == NULL)
+    if (s->pair == s->npairs || s->err != MPIXFER_OK || x->stopping ||
+        (slot = free_slot(ctx, s)) == NULL)
         return false;
     l = &s->local[s->pair];
     r = &s->remote[s->pair];
@@ -109,6 +120,15 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
         mpixfer__put32(p + 24, (uint32_t)s->rtype);
         mpixfer__put32(p + 28, r->device_id);
         if (write) {
+            /* A deadline ends the request before the stall timeout would: its chunks
+             * expire with it, so the stop it starts finds them harmless at once. */
+            int64_t life = (int64_t)ctx->params.stall_timeout_ms * 1000000;
+            if (x->deadline_ns != 0 && x->deadline_ns - mpixfer__now_ns() < life)
+                life = x->deadline_ns - mpixfer__now_ns();
+            int64_t exp = mpixfer__realtime_ns() + (life > 0 ? life : 0);
+            mpixfer__put64(p + 32, (uint64_t)exp);
+            if (exp > s->expires_max_rt)
+                s->expires_max_rt = exp;
             /* Device-to-host (or host) copy straight into the pinned message. */
             st = mpixfer__copy(p + XW_HDR, (const void *)(l->addr + s->off), len,
                                s->ltype == MPIXFER_MEM_VRAM);
@@ -139,21 +159,45 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
     return true;
 }
 
+/* Whether no chunk given up on can be written any more: its expiry has passed. */
+static bool chunks_expired(const mpixfer__staged_t *s)
+{
+    return s->op == MPIXFER_OP_READ || s->expires_max_rt == 0 ||
+           mpixfer__realtime_ns() > s->expires_max_rt + EXPIRY_MARGIN_NS;
+}
+
+/* Stops counting on answers to the chunks out: later ones find no chunk (or no request)
+ * and are dropped, so nothing is copied into our memory any more. A WRITE's chunks may
+ * still reach a slow target until they expire: chunks_expired says when. */
+void mpixfer__staged_abandon(mpixfer_context_t *ctx, mpixfer_request_t *x)
+{
+    mpixfer__staged_t *s = x->staged;
+
+    for (unsigned i = 0; i < ctx->params.gpu_pipeline_depth; i++)
+        s->chunks[i].busy = false;
+    if (s->inflight > 0)
+        s->abandoned = true;
+    s->inflight = 0;
+}
+
 bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work)
 {
     mpixfer__staged_t *s = x->staged;
 
     while (post_chunk(ctx, x))
         (*work)++;
+    if (s->abandoned)
+        return chunks_expired(s);
     if (s->inflight > 0 && s->err == MPIXFER_OK &&
         mpixfer__now_ns() - s->last_heard_ns > (int64_t)ctx->params.stall_timeout_ms * 1000000) {
-        /* The target stopped answering. Later answers find no request and are dropped,
-         * so our buffers are safe to reuse once this returns. */
+        /* The target stopped answering. Its answers will be dropped; its late writes too,
+         * once the chunks' expiry has passed, which the request then waits for (the last
+         * chunk left about a stall timeout ago, so that is soon). */
         LOG_WARN("request %llu to '%s': no answer for %u ms; failing it", (unsigned long long)s->id,
                  x->remote_name, ctx->params.stall_timeout_ms);
         s->err = MPIXFER_ERR_TIMEOUT;
-        s->inflight = 0;
-        return true;
+        mpixfer__staged_abandon(ctx, x);
+        return chunks_expired(s);
     }
     /* After an error nothing new is posted, but answers to chunks already out are awaited:
      * the target may still be writing into our buffers. */
@@ -188,8 +232,13 @@ static void on_answer(mpixfer_context_t *ctx, mpixfer__route_t src, const mpixfe
     data_len = c->payload_len - XA_HDR;
     x = find_request(ctx, id);
     if (x == NULL || !mpixfer__route_eq(x->target, src)) {
-        LOG_WARN("staged answer for unknown request %llu from rank %d dropped",
-                 (unsigned long long)id, src.rank);
+        /* One of ours that ended without it (cancelled, failed): expected. */
+        if (id != 0 && id <= ctx->next_request_id)
+            LOG_DEBUG("staged answer for ended request %llu from rank %d dropped",
+                      (unsigned long long)id, src.rank);
+        else
+            LOG_WARN("staged answer for unknown request %llu from rank %d dropped",
+                     (unsigned long long)id, src.rank);
         return;
     }
     for (unsigned i = 0; i < ctx->params.gpu_pipeline_depth; i++)
@@ -292,6 +341,15 @@ void mpixfer__staged_on_message(mpixfer_context_t *ctx, mpixfer__route_t src,
     type = mpixfer__get32(p + 24);
     device = mpixfer__get32(p + 28);
     len = c->kind == MPIXFER__CTRL_XWRITE ? c->payload_len - XW_HDR : mpixfer__get64(p + 32);
+    if (c->kind == MPIXFER__CTRL_XWRITE &&
+        (int64_t)mpixfer__get64(p + 32) < mpixfer__realtime_ns()) {
+        /* Its initiator has given up on it by now and may reuse the memory: drop it. */
+        LOG_WARN("staged chunk of '%s' (rank %d) for [%#llx, +%llu) arrived after its expiry; "
+                 "dropped",
+                 c->sender, src.rank, (unsigned long long)addr, (unsigned long long)len);
+        answer(ctx, src, c, MPIXFER__CTRL_XACK, id, seq, MPIXFER_ERR_TIMEOUT, 0, 0, false);
+        return;
+    }
 
     /* No agent: the receiver named in the message does not exist (any more). */
     st = agent ? target_range(agent, addr, len, type, device) : MPIXFER_ERR_NOT_FOUND;
@@ -340,8 +398,27 @@ static bool staged_path_test(mpixfer_context_t *ctx, mpixfer_request_t *x, int *
     return true;
 }
 
+/* Nothing more is posted. A READ is quiescent at once: its answers are copied only while
+ * it is queued. A WRITE waits for the answers to its chunks out, or their expiry; give_up
+ * comes a stall timeout after the stop began, when every chunk posted before it has
+ * expired, so the staged path never needs to abandon a peer unsafely. */
+static bool staged_path_stop(mpixfer_context_t *ctx, mpixfer_request_t *x, bool give_up,
+                             bool *flush_p)
+{
+    mpixfer__staged_t *s = x->staged;
+
+    *flush_p = false;
+    /* Chunks already expired (a deadline's, or sent long ago) cannot land any more. */
+    if (s->op == MPIXFER_OP_READ || give_up || chunks_expired(s))
+        mpixfer__staged_abandon(ctx, x);
+    if (s->abandoned)
+        return chunks_expired(s);
+    return s->inflight == 0;
+}
+
 const mpixfer__path_t mpixfer__path_staged = {
     .name = "staged",
     .start = staged_path_start,
     .test = staged_path_test,
+    .stop = staged_path_stop,
 };

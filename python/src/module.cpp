@@ -377,6 +377,7 @@ struct Request {
     py::object sync_obj; // what the caller gave (None, str or bytes), returned as is
     bool has_sync = false;
     std::string sync;
+    uint64_t deadline_ms = 0; // 0: none
 };
 
 struct TransferStatusBase {
@@ -411,6 +412,11 @@ struct Status : TransferStatusBase {
     mpixfer_status_t last() const
     {
         return x == nullptr ? MPIXFER_OK : mpixfer_request_status(x);
+    }
+    mpixfer_status_t cancel()
+    {
+        py::gil_scoped_release nogil;
+        return x == nullptr ? MPIXFER_OK : mpixfer_request_cancel(x);
     }
 };
 using StatusP = std::shared_ptr<Status>;
@@ -857,11 +863,12 @@ PYBIND11_MODULE(_mpixfer, m)
                         "READ or WRITE between local src_descs and the remote agent's "
                         "dst_descs, with an optional sync message (str or bytes).")
         .def(py::init([](mpixfer_op_t op, const DescsP &src, const DescsP &dst,
-                         const std::string &remote_name, const py::object &sync_message) {
+                         const std::string &remote_name, const py::object &sync_message,
+                         uint64_t deadline_ms) {
                  if (!src || !dst)
                      throw py::type_error("TransferRequest: src_descs and dst_descs are "
                                           "MemoryDescs");
-                 Request r{op, src, dst, remote_name, sync_message, false, {}};
+                 Request r{op, src, dst, remote_name, sync_message, false, {}, deadline_ms};
                  if (!sync_message.is_none()) {
                      r.has_sync = true;
                      r.sync = to_bytes(sync_message, "sync_message");
@@ -869,7 +876,10 @@ PYBIND11_MODULE(_mpixfer, m)
                  return r;
              }),
              py::arg("op"), py::arg("src_descs"), py::arg("dst_descs"), py::arg("remote_name"),
-             py::arg("sync_message") = py::none())
+             py::arg("sync_message") = py::none(), py::kw_only(), py::arg("deadline_ms") = 0,
+             "deadline_ms (mpixfer's own, keyword only): stop the transfer that long after "
+             "submit; it then ends in FAILURE with MPIXFER_ERR_TIMEOUT (0: no deadline).")
+        .def_property_readonly("deadline_ms", [](const Request &r) { return r.deadline_ms; })
         .def_property_readonly("op", [](const Request &r) { return r.op; })
         .def_property_readonly("src_descs", [](const Request &r) { return r.src; })
         .def_property_readonly("dst_descs", [](const Request &r) { return r.dst; })
@@ -890,6 +900,19 @@ PYBIND11_MODULE(_mpixfer, m)
             "The status name: 'MPIXFER_OK' after success, 'MPIXFER_IN_PROGRESS' while "
             "running, else why it failed.")
         .def_property_readonly("status", [](const Status &s) { return (int)s.last(); })
+        .def(
+            "cancel",
+            [](Status &s) {
+                mpixfer_status_t st = s.cancel();
+                if (st != MPIXFER_OK && st != MPIXFER_ERR_TIMEOUT)
+                    check(st, "cancel");
+                return st == MPIXFER_OK;
+            },
+            "Stop the transfer; returns once it has ended (mpixfer_request_cancel). True: no "
+            "byte of it moves any more (buffers reusable at once); False: a peer that did "
+            "not complete it within the stall timeout was abandoned (MPIXFER_ERR_TIMEOUT). "
+            "A transfer that had ended keeps its result; one stopped ends in FAILURE with "
+            "MPIXFER_ERR_CANCELED and its sync message is never sent (GIL released).")
         .def("_poll",
              [](Status &s) {
                  py::gil_scoped_release nogil;
@@ -1214,6 +1237,7 @@ PYBIND11_MODULE(_mpixfer, m)
                     t.remote_name = r.remote_name.c_str();
                     t.sync_message = r.has_sync ? r.sync.data() : nullptr;
                     t.sync_message_len = r.has_sync ? r.sync.size() : 0;
+                    t.deadline_ms = r.deadline_ms;
                     py::gil_scoped_release nogil;
                     st = mpixfer_submit_transfer(ag, &t, &s->x);
                 }

@@ -245,3 +245,49 @@ def test_context_comm_self_arena_and_stats(names):
 def test_context_rejects_non_comm():
     with pytest.raises(TypeError):
         tab.Context(42)
+
+
+def test_cancel_and_deadline(names):
+    """A 40,000-descriptor request is issued by progress, not by submit: cancelled (or past
+    its deadline) before any progress, none of its bytes moves and no sync message leaves.
+    A context of its own: no other test's progress thread drives it meanwhile."""
+    ctx = tab.Context(MPI.COMM_SELF)
+    a = tab.MpixferTransferAgent(tab.BaseAgentConfig(names("a"), use_prog_thread=False),
+                                 context=ctx)
+    b = tab.MpixferTransferAgent(tab.BaseAgentConfig(names("b"), use_prog_thread=False),
+                                 context=ctx)
+    n, blk = 40_000, 64
+    src = np.arange(n * blk, dtype=np.uint8).reshape(n, blk) | 1
+    dst = np.zeros_like(src)
+    a.register_memory(descs(src))
+    b.register_memory(descs(dst))
+    exchange(a, b)
+    addrs = lambda arr: arr.ctypes.data + np.arange(n, dtype=np.int64)[::-1] * blk  # noqa: E731
+    sizes = np.full(n, blk, dtype=np.int64)
+    devs = np.zeros(n, dtype=np.int32)
+    s = tab.MemoryDescs.from_arrays(tab.MemoryType.DRAM, addrs(src), sizes, devs)
+    d = tab.MemoryDescs.from_arrays(tab.MemoryType.DRAM, addrs(dst), sizes, devs)
+
+    st = a.submit_transfer_requests(tab.TransferRequest(tab.TransferOp.WRITE, s, d, b.name, b"x"))
+    assert st.cancel() is True
+    assert st.wait(0) == tab.TransferState.FAILURE
+    assert st.get_last_status_str() == "MPIXFER_ERR_CANCELED"
+    assert not dst.any()
+    assert st.cancel() is True  # ended: result kept
+    assert st.get_last_status_str() == "MPIXFER_ERR_CANCELED"
+
+    req = tab.TransferRequest(tab.TransferOp.WRITE, s, d, b.name, b"y", deadline_ms=1)
+    assert req.deadline_ms == 1
+    st = a.submit_transfer_requests(req)
+    import time
+    time.sleep(0.01)
+    assert st.wait() == tab.TransferState.FAILURE
+    assert st.get_last_status_str() == "MPIXFER_ERR_TIMEOUT"
+    assert not dst.any()
+    assert b.get_notified_sync_messages() == {}
+
+    # Without cancel the same request moves every byte.
+    st = a.submit_transfer_requests(tab.TransferRequest(tab.TransferOp.WRITE, s, d, b.name, b"z"))
+    assert st.wait() == tab.TransferState.SUCCESS
+    assert np.array_equal(src, dst)
+    assert b.get_notified_sync_messages() == {a.name: [b"z"]}
