@@ -22,6 +22,7 @@ from mpi4py import MPI as _MPI  # noqa: F401  (first: initialises MPI)
 
 import asyncio as _asyncio
 import atexit as _atexit
+import sys as _sys
 
 from . import _mpixfer
 from ._mpixfer import (  # noqa: F401
@@ -74,10 +75,9 @@ __all__ = [
 
 def _range_of(obj):
     """(MemoryType, addr, nbytes, device_id) of one contiguous tensor, array or buffer."""
-    try:  # PyTorch, without importing it
-        import torch
-    except ImportError:  # pragma: no cover
-        torch = None
+    # A tensor exists only if PyTorch was imported: look it up, never import it (that
+    # cost a NumPy-only caller 2-10 s on its first registration).
+    torch = _sys.modules.get("torch")
     if torch is not None and isinstance(obj, torch.Tensor):
         if not obj.is_contiguous():
             raise ValueError("MemoryDescs.from_tensors: the tensor is not contiguous")

@@ -498,7 +498,8 @@ class MpixferTransferAgent final : public kv::BaseTransferAgent {
         mpixfer_request_t *xfer = nullptr;
         check(mpixfer_submit_transfer(mAgent, &req, &xfer),
               what(std::string(req.op == MPIXFER_OP_READ ? "READ" : "WRITE") + " of " +
-                   std::to_string(src.view.count) + " descriptors from '" + remote + "'"));
+                   std::to_string(src.view.count) + " descriptors " +
+                   (req.op == MPIXFER_OP_READ ? "from" : "to") + " '" + remote + "'"));
         try {
             return std::make_unique<MpixferTransferStatus>(mRt, xfer, remote);
         } catch (...) {
