@@ -31,6 +31,13 @@
  * on MPI_COMM_WORLD, so the target never needs to know how many requests arrive: while
  * the initiator works, the target drives mpixfer_progress() and tests an MPI_Ibarrier
  * that the initiator enters when it is done with the phase.
+ *
+ * --link adds the link path (issue 13) beside the in-job one: each rank of a pair also
+ * creates a context of its own on MPI_COMM_SELF, so the two share no communicator, as two
+ * separately launched jobs would not; they swap descriptor blobs over MPI_COMM_WORLD (the
+ * side channel a server would have) and load each other. Method "link" then moves the same
+ * registered blocks as the in-job "mpixfer", in the same rounds, so the ratio of the two
+ * is measured under the same load.
  */
 #define _GNU_SOURCE /* getopt_long, posix_memalign, gethostname */
 
@@ -133,6 +140,8 @@ typedef struct {
     pattern_t pattern; /* PAT_SUITE: the default sweep */
     bool pattern_set;
     bool quick;
+    bool link;       /* --link: the link path beside the in-job one */
+    long link_loads; /* fresh loads of the load-until-usable point; 0: default */
     bool mem[MEM_COUNT];
     size_t arena_size; /* 0: twice the largest pool */
     bool src_vram, dst_vram;
@@ -159,6 +168,16 @@ static void usage(FILE *f)
             "                       a random permutation of the slots on both sides.\n"
             "                       Grid defaults: contig 4K..64M x 1, otherwise\n"
             "                       4K,16K,64K,256K x 1,64,1024,4096.\n"
+            "  --link               also run the link path: each rank on a context of its\n"
+            "                       own (MPI_COMM_SELF), the pair joined by descriptor\n"
+            "                       blob; method \"link\" beside the in-job \"mpixfer\" on\n"
+            "                       foreign memory, the ratio link / in-job and issue 13's\n"
+            "                       targets. Suite: 1024 x 16K scattered, 1M and 16M\n"
+            "                       contiguous, 8-byte latency, load by blob until usable.\n"
+            "                       MPIXFER_LINK_COPY=ucx forces UCX RMA instead of\n"
+            "                       cross-memory copies; the mover that ran is printed.\n"
+            "  --link-loads N       fresh loads (invalidate + load) timed until usable\n"
+            "                       (default 50; 5 with --quick)\n"
             "  --block-sizes LIST   block sizes in bytes, K/M/G suffixes (implies a grid;\n"
             "                       contig unless --pattern says otherwise)\n"
             "  --batch-sizes LIST   descriptors per request (implies a grid); capped per\n"
@@ -278,6 +297,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         {"warmup", required_argument, NULL, 'w'},
         {"budget", required_argument, NULL, 'B'},
         {"pattern", required_argument, NULL, 'p'},
+        {"link", no_argument, NULL, 'L'},
+        {"link-loads", required_argument, NULL, 'K'},
         {"quick", no_argument, NULL, 'q'},
         {"seed", required_argument, NULL, 's'},
         {"json", required_argument, NULL, 'j'},
@@ -343,6 +364,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
                 ok = false;
             o->pattern_set = true;
             break;
+        case 'L': o->link = true; break;
+        case 'K': ok = parse_long(optarg, &o->link_loads) && o->link_loads > 0; break;
         case 'q': o->quick = true; break;
         case 's': ok = parse_long(optarg, &l); o->seed = (uint64_t)l; break;
         case 'j': o->json = optarg; break;
@@ -374,6 +397,18 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         if (o->warmup < 0)
             o->warmup = 1;
     }
+    if (o->link) {
+        if (o->src_vram || o->dst_vram) {
+            if (g_rank == 0)
+                fprintf(stderr, "mpixfer-bench: --link runs on host memory only\n");
+            return 2;
+        }
+        /* The link's targets compare against the in-job path on registered memory. */
+        o->mem[MEM_FOREIGN] = true;
+        o->mem[MEM_ARENA] = false;
+        if (o->link_loads == 0)
+            o->link_loads = o->quick ? 5 : 50;
+    }
     /* VRAM on either side: that combination is the run. */
     if (o->src_vram || o->dst_vram) {
         o->mem[MEM_FOREIGN] = o->mem[MEM_ARENA] = false;
@@ -393,7 +428,15 @@ static int parse_opts(int argc, char **argv, opts_t *o)
 
 /* M_HIDX: the same puts/gets as M_RAW, as one MPI_Put/MPI_Get of two hindexed datatypes
  * built per request (batches only): the derived-datatype variant the issue asked to try. */
-typedef enum { M_MPIXFER = 0, M_RAW = 1, M_COPY = 2, M_HIDX = 3, M_COUNT = 4 } method_t;
+/* M_LINK: mpixfer again, from the rank's own MPI_COMM_SELF context over a link (--link). */
+typedef enum {
+    M_MPIXFER = 0,
+    M_RAW = 1,
+    M_COPY = 2,
+    M_HIDX = 3,
+    M_LINK = 4,
+    M_COUNT = 5
+} method_t;
 
 typedef struct {
     bool valid;
@@ -416,6 +459,7 @@ typedef struct {
      * drift of the machine's speed between rounds cancels. NAN without both methods or
      * with fewer than 3 rounds. */
     double paired;
+    double link_paired; /* the same for link / in-job mpixfer (--link) */
 } point_t;
 
 typedef struct {
@@ -475,6 +519,8 @@ static points_t build_points(opts_t *o)
     static const size_t quick_scat_blocks[] = {4 * KIB, 16 * KIB};
     static const size_t quick_scat_batches[] = {1, 64};
     static const size_t one = 1;
+    static const size_t link_contig[] = {MIB, 16 * MIB};
+    static const size_t link_scat_block = 16 * KIB, link_scat_batch = 1024;
     points_t ps = {0};
 
     if (o->pattern != PAT_SUITE) { /* the grid defaults, where no list was given */
@@ -501,6 +547,18 @@ static points_t build_points(opts_t *o)
             if (o->pattern != PAT_SUITE) {
                 add_grid(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, o->pattern, o->blocks,
                          o->nblocks, o->batches, o->nbatches, "grid");
+                continue;
+            }
+            if (o->link) { /* the points issue 13's link targets name; quick: small ones */
+                add_grid(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG,
+                         o->quick ? quick_contig : link_contig, o->quick ? 3 : 2, &one, 1,
+                         "contig");
+                add_grid(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_SCATTERED,
+                         o->quick ? quick_scat_blocks : &link_scat_block, o->quick ? 2 : 1,
+                         o->quick ? quick_scat_batches : &link_scat_batch, o->quick ? 2 : 1,
+                         "scattered");
+                add_point(&ps, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG, 8, 1, 1,
+                          "latency");
                 continue;
             }
             add_grid(&ps, o, (mpixfer_op_t)op, (memkind_t)mem, PAT_CONTIG,
@@ -680,6 +738,19 @@ typedef struct {
     size_t *islot_v, *tslot_v;
     mpixfer_mem_desc_t *src_descs, *dst_descs;
     struct run *run[M_COUNT]; /* initiator: how each method moves the current point */
+
+    /* --link: this rank's MPI_COMM_SELF context, its agent (fbuf registered), the peer's */
+    mpixfer_context_t *link_ctx;
+    mpixfer_agent_t *link_agent;
+    char link_peer_name[64];
+    void *link_peer_blob;
+    size_t link_peer_blob_len;
+    struct {
+        double first_ms;      /* the first load until usable (sets up the link machinery) */
+        double p50_ms, p99_ms; /* fresh loads: invalidate, load, poll until usable */
+        long n;
+        mpixfer_stats_t stats; /* the link context's counters after the points */
+    } link;
     struct {
         int count;                    /* 0: not measured */
         double reg_one_ms, dereg_one_ms; /* one call with every region */
@@ -700,6 +771,8 @@ struct run {
     MPI_Win win;     /* raw */
     int target;      /* raw: the partner's rank in win */
     MPI_Aint *ldisp, *rdisp; /* hindexed: displacements, rebuilt per request */
+    mpixfer_agent_t *agent;  /* mpixfer, link: who submits, to whom */
+    const char *remote;
     mpixfer_mem_type_t src_type, dst_type; /* mpixfer */
     double *lat, *post; /* per timed request, seconds */
     long n;             /* timed requests so far */
@@ -719,7 +792,8 @@ static const char *mem_label(const bench_t *b, memkind_t m)
 
 static const char *method_label(const bench_t *b, const point_t *p, method_t m)
 {
-    static const char *const names[M_COUNT] = {"mpixfer", "raw-mpi", "memcpy", "hindexed"};
+    static const char *const names[M_COUNT] = {"mpixfer", "raw-mpi", "memcpy", "hindexed",
+                                               "link"};
     if (m == M_COPY && p->mem == MEM_XPU)
         return "cudaMemcpy";
     (void)b;
@@ -838,13 +912,13 @@ static double mpixfer_once(bench_t *b, const point_t *p, const run_t *u, double 
         .op = p->op,
         .src = {u->src_type, b->src_descs, p->batch},
         .dst = {u->dst_type, b->dst_descs, p->batch},
-        .remote_name = b->peer_name,
+        .remote_name = u->remote,
         .sync_message = NULL,
         .sync_message_len = 0,
     };
     mpixfer_request_t *x = NULL;
     double t0 = MPI_Wtime();
-    XF(mpixfer_submit_transfer(b->agent, &req, &x));
+    XF(mpixfer_submit_transfer(u->agent, &req, &x));
     double t1 = MPI_Wtime();
     mpixfer_state_t s = mpixfer_request_wait(x, -1);
     double t2 = MPI_Wtime();
@@ -1063,7 +1137,8 @@ static void method_setup(bench_t *b, const point_t *p, method_t m)
     u->n = 0;
     u->total = 0;
     switch (m) {
-    case M_MPIXFER: {
+    case M_MPIXFER:
+    case M_LINK: {
         unsigned char *l = p->mem == MEM_FOREIGN ? b->fbuf.p
                            : p->mem == MEM_ARENA ? b->abuf.p
                                                  : b->xbuf.p;
@@ -1081,6 +1156,8 @@ static void method_setup(bench_t *b, const point_t *p, method_t m)
                 (mpixfer_mem_desc_t){(uintptr_t)(r + (ts ? ts[i] : i) * bs), bs, rdev};
         }
         u->fn = mpixfer_once;
+        u->agent = m == M_LINK ? b->link_agent : b->agent;
+        u->remote = m == M_LINK ? b->link_peer_name : b->peer_name;
         return;
     }
     case M_RAW:
@@ -1137,8 +1214,11 @@ static void sync_windows(bench_t *b)
 
 static bool method_runs(const bench_t *b, const point_t *p, method_t m)
 {
-    if (m == M_HIDX && (p->batch < 2 || p->mem == MEM_XPU))
-        return false;
+    /* Alike on every rank (each active method is checked collectively). */
+    if (m == M_HIDX && (p->batch < 2 || p->mem == MEM_XPU || b->o->link))
+        return false; /* with --link: not what is compared, and it costs the rounds time */
+    if (m == M_LINK)
+        return b->o->link && p->mem == MEM_FOREIGN;
     return !(p->mem == MEM_XPU && m == M_RAW && !b->x_raw);
 }
 
@@ -1196,6 +1276,34 @@ static void timed_requests(bench_t *b, const point_t *p, run_t *u, long n)
     u->total += MPI_Wtime() - t0;
 }
 
+/* Method a's bandwidth over method ref's, paired by rounds: the median over rounds of the
+ * ratio of their median requests in the same round (see point_t.paired). NAN with fewer
+ * than 3 rounds. */
+static double paired_ratio(const bench_t *b, const long *iters, long rounds, method_t a,
+                           method_t ref)
+{
+    double ratios[10], tmp_a[MAX_ITERS / 2 + 1], tmp_r[MAX_ITERS / 2 + 1];
+    int nr = 0;
+    if (rounds < 3)
+        return NAN;
+    for (long r = 0; r < rounds && nr < 10; r++) {
+        long as = iters[a] * r / rounds, an = iters[a] * (r + 1) / rounds - as;
+        long rs = iters[ref] * r / rounds, rn = iters[ref] * (r + 1) / rounds - rs;
+        if (an < 1 || rn < 1 || an > MAX_ITERS / 2 || rn > MAX_ITERS / 2)
+            continue;
+        memcpy(tmp_a, b->run[a]->lat + as, (size_t)an * sizeof *tmp_a);
+        memcpy(tmp_r, b->run[ref]->lat + rs, (size_t)rn * sizeof *tmp_r);
+        qsort(tmp_a, (size_t)an, sizeof *tmp_a, cmp_double);
+        qsort(tmp_r, (size_t)rn, sizeof *tmp_r, cmp_double);
+        if (tmp_a[(an - 1) / 2] > 0)
+            ratios[nr++] = tmp_r[(rn - 1) / 2] / tmp_a[(an - 1) / 2];
+    }
+    if (nr < 3)
+        return NAN;
+    qsort(ratios, (size_t)nr, sizeof *ratios, cmp_double);
+    return ratios[(nr - 1) / 2];
+}
+
 /*
  * Initiator: warm every method up (and size its run from the warm-up when adaptive), then
  * the timed requests in rounds, every method in each round, so that a change of load on
@@ -1245,27 +1353,12 @@ static void timed_methods(bench_t *b, point_t *p, const bool *active)
             long n = iters[m] * (r + 1) / rounds - iters[m] * r / rounds;
             timed_requests(b, p, b->run[m], n);
         }
-    p->paired = NAN;
-    if (active[M_MPIXFER] && active[M_RAW] && rounds >= 3) {
-        double ratios[10], tmp_x[MAX_ITERS / 2 + 1], tmp_r[MAX_ITERS / 2 + 1];
-        int nr = 0;
-        for (long r = 0; r < rounds; r++) {
-            long xs = iters[M_MPIXFER] * r / rounds, xn = iters[M_MPIXFER] * (r + 1) / rounds - xs;
-            long rs = iters[M_RAW] * r / rounds, rn = iters[M_RAW] * (r + 1) / rounds - rs;
-            if (xn < 1 || rn < 1 || xn > MAX_ITERS / 2 || rn > MAX_ITERS / 2)
-                continue;
-            memcpy(tmp_x, b->run[M_MPIXFER]->lat + xs, (size_t)xn * sizeof *tmp_x);
-            memcpy(tmp_r, b->run[M_RAW]->lat + rs, (size_t)rn * sizeof *tmp_r);
-            qsort(tmp_x, (size_t)xn, sizeof *tmp_x, cmp_double);
-            qsort(tmp_r, (size_t)rn, sizeof *tmp_r, cmp_double);
-            if (tmp_x[(xn - 1) / 2] > 0)
-                ratios[nr++] = tmp_r[(rn - 1) / 2] / tmp_x[(xn - 1) / 2];
-        }
-        if (nr >= 3) {
-            qsort(ratios, (size_t)nr, sizeof *ratios, cmp_double);
-            p->paired = ratios[(nr - 1) / 2];
-        }
-    }
+    p->paired = active[M_MPIXFER] && active[M_RAW]
+                    ? paired_ratio(b, iters, rounds, M_MPIXFER, M_RAW)
+                    : NAN;
+    p->link_paired = active[M_LINK] && active[M_MPIXFER]
+                         ? paired_ratio(b, iters, rounds, M_LINK, M_MPIXFER)
+                         : NAN;
     for (int m = 0; m < M_COUNT; m++) {
         if (!active[m])
             continue;
@@ -1336,7 +1429,7 @@ static void print_table(const bench_t *b, const point_t *pts, int n, int pairs)
 {
     printf("# GB/s: bytes of all timed requests / their wall time; p50 GB/s: from the median\n"
            "# request; post us: average time of the post (submit, or the Put/Get loop);\n"
-           "# x raw, x copy: mpixfer's p50 GB/s over raw MPI's and the copy's\n");
+           "# x raw, x copy: mpixfer's (and the link's) p50 GB/s over raw MPI's and the copy's\n");
     printf("%-5s %-9s %-9s %6s %5s %-10s %9s %9s %10s %10s %10s %10s %7s %7s%s\n", "op", "mem",
            "pattern", "block", "batch", "method", "GB/s", "p50 GB/s", "avg us", "p50 us",
            "p99 us", "post us", "x raw", "x copy", pairs > 1 ? "   agg GB/s" : "");
@@ -1352,7 +1445,7 @@ static void print_table(const bench_t *b, const point_t *pts, int n, int pairs)
                    op_name(p->op), mem_label(b, p->mem), pattern_name[p->pattern], bs,
                    p->batch, method_label(b, p, (method_t)m), r->gbps, r->gbps_p50, r->avg_us,
                    r->p50_us, r->p99_us, r->post_us);
-            if (m == M_MPIXFER) {
+            if (m == M_MPIXFER || m == M_LINK) {
                 if (p->r[M_RAW].valid)
                     printf(" %7.3f", ratio(r->gbps_p50, p->r[M_RAW].gbps_p50));
                 else
@@ -1541,6 +1634,8 @@ static void json_num(FILE *f, double v)
         fputs("null", f);
 }
 
+static void json_link(FILE *f, const bench_t *b, const point_t *pts, int n);
+
 static void write_json(const char *path, const point_t *pts, int n, const bench_t *b,
                        const target_t *t, int argc, char **argv, const char *gpu_path)
 {
@@ -1665,6 +1760,7 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
         json_num(f, b->reg.dereg_each_ms);
         fprintf(f, ", \"window_attachments\": %ld}}", b->reg.attach_each);
     }
+    json_link(f, b, pts, n);
     fprintf(f, "\n}\n");
     if (fclose(f) != 0)
         fprintf(stderr, "mpixfer-bench: error writing %s\n", path);
@@ -1764,6 +1860,290 @@ static bool arena_pairs_on_node(bench_t *b)
     int ok = np != MPI_UNDEFINED, all = 0;
     MPICHK(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
     return all != 0;
+}
+
+/* ------------------------------------------------------------------- link */
+
+/* Poll until the peer's whole foreign buffer is usable over the link; ms since @p t0. */
+static double link_wait_usable(bench_t *b, double t0)
+{
+    mpixfer_mem_desc_t probe = {(uintptr_t)b->f_peer_addr, b->pool, 0};
+    mpixfer_mem_descs_t probes = {MPIXFER_MEM_DRAM, &probe, 1};
+    /* A short sleep between polls: a spinning poller here took the core the peer's link
+     * thread needed to answer the handshake (2 cores, 2 ranks). */
+    const struct timespec pause = {0, 20000};
+    while (!mpixfer_check_remote_descs(b->link_agent, b->link_peer_name, &probes)) {
+        if (MPI_Wtime() - t0 > 30)
+            die("%s did not become usable over the link within 30 s", b->link_peer_name);
+        nanosleep(&pause, NULL);
+    }
+    return (MPI_Wtime() - t0) * 1e3;
+}
+
+/*
+ * Both ranks of a pair: a context on MPI_COMM_SELF with an agent that registers the same
+ * foreign buffer as the in-job agent, the descriptor blobs swapped over MPI_COMM_WORLD
+ * (the side channel), each loading the other and waiting until it is usable. Ranks without
+ * a partner take no part.
+ */
+static void link_setup(bench_t *b)
+{
+    mpixfer_agent_config_t cfg = MPIXFER_AGENT_CONFIG_INIT;
+    mpixfer_mem_desc_t reg = {(uintptr_t)b->fbuf.p, b->pool, 0};
+    mpixfer_mem_descs_t regs = {MPIXFER_MEM_DRAM, &reg, 1};
+    char name[64];
+    void *blob = NULL;
+    size_t len = 0;
+    unsigned long long mine, theirs = 0;
+
+    if (b->peer < 0)
+        return;
+    XF(mpixfer_context_create(MPI_COMM_SELF, &b->link_ctx));
+    snprintf(name, sizeof name, "link-%d", b->rank);
+    snprintf(b->link_peer_name, sizeof b->link_peer_name, "link-%d", b->peer);
+    cfg.name = name;
+    XF(mpixfer_agent_create(b->link_ctx, &cfg, &b->link_agent));
+    XF(mpixfer_register_memory(b->link_agent, &regs));
+    XF(mpixfer_get_local_agent_desc(b->link_agent, &blob, &len));
+    mine = len;
+    MPICHK(MPI_Sendrecv(&mine, 1, MPI_UNSIGNED_LONG_LONG, b->peer, 71, &theirs, 1,
+                        MPI_UNSIGNED_LONG_LONG, b->peer, 71, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    if (len > INT_MAX || theirs == 0 || theirs > INT_MAX)
+        die("descriptor blobs of %zu and %llu bytes", len, theirs);
+    b->link_peer_blob = malloc((size_t)theirs);
+    if (b->link_peer_blob == NULL)
+        die("out of memory");
+    b->link_peer_blob_len = (size_t)theirs;
+    MPICHK(MPI_Sendrecv(blob, (int)len, MPI_BYTE, b->peer, 72, b->link_peer_blob, (int)theirs,
+                        MPI_BYTE, b->peer, 72, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    mpixfer_free(blob);
+    double t0 = MPI_Wtime();
+    XF(mpixfer_load_remote_agent(b->link_agent, b->link_peer_name, b->link_peer_blob,
+                                 b->link_peer_blob_len));
+    b->link.first_ms = link_wait_usable(b, t0);
+}
+
+/*
+ * Initiator: n fresh loads of the peer's blob (invalidate, then load and poll until
+ * usable), each timed from the load; the target serves meanwhile. The link is usable
+ * afterwards, as before.
+ */
+static void link_loads(bench_t *b)
+{
+    MPICHK(MPI_Barrier(MPI_COMM_WORLD));
+    if (b->initiator) {
+        long n = b->o->link_loads;
+        double *ms = calloc((size_t)n, sizeof *ms);
+        if (ms == NULL)
+            die("out of memory");
+        for (long i = 0; i < n; i++) {
+            XF(mpixfer_invalidate_remote_agent(b->link_agent, b->link_peer_name));
+            double t0 = MPI_Wtime();
+            XF(mpixfer_load_remote_agent(b->link_agent, b->link_peer_name, b->link_peer_blob,
+                                         b->link_peer_blob_len));
+            ms[i] = link_wait_usable(b, t0);
+        }
+        qsort(ms, (size_t)n, sizeof *ms, cmp_double);
+        long i99 = (long)ceil(0.99 * (double)n) - 1; /* nearest rank */
+        b->link.p50_ms = ms[(n - 1) / 2];
+        b->link.p99_ms = ms[i99 < 0 ? 0 : i99];
+        b->link.n = n;
+        free(ms);
+    }
+    phase_end(b);
+}
+
+static void link_teardown(bench_t *b)
+{
+    mpixfer_mem_desc_t reg = {(uintptr_t)b->fbuf.p, b->pool, 0};
+    mpixfer_mem_descs_t regs = {MPIXFER_MEM_DRAM, &reg, 1};
+
+    if (b->link_ctx == NULL)
+        return;
+    XF(mpixfer_deregister_memory(b->link_agent, &regs));
+    XF(mpixfer_agent_destroy(b->link_agent));
+    XF(mpixfer_context_destroy(b->link_ctx));
+    free(b->link_peer_blob);
+    b->link_ctx = NULL;
+}
+
+/* Which link data mover ran, from the initiator's counters. */
+static const char *link_mover(const mpixfer_stats_t *s)
+{
+    if (s->link_copies > 0 && s->link_ops > 0)
+        return "cma+ucx";
+    if (s->link_copies > 0)
+        return "cma";
+    return s->link_ops > 0 ? "ucx" : "none";
+}
+
+#define NLINK_TARGETS 10
+
+/* Issue 13's link targets: every one the link against the in-job path of this run. */
+static void eval_link_targets(const bench_t *b, const point_t *pts, int n, target_t *t)
+{
+    static const struct {
+        const char *key, *what, *unit;
+        mpixfer_op_t op;
+        pattern_t pat;
+        size_t block, batch;
+        bool ge;
+        double threshold;
+    } def[NLINK_TARGETS - 1] = {
+        {"link_scattered_16KiB_x1024_write_ratio", "link 1024 x 16 KiB scattered WRITE / in-job",
+         "x", MPIXFER_OP_WRITE, PAT_SCATTERED, 16 * KIB, 1024, true, 0.9},
+        {"link_scattered_16KiB_x1024_write_gbps", "link 1024 x 16 KiB scattered WRITE", "GB/s",
+         MPIXFER_OP_WRITE, PAT_SCATTERED, 16 * KIB, 1024, true, 3.0},
+        {"link_scattered_16KiB_x1024_read_ratio", "link 1024 x 16 KiB scattered READ / in-job",
+         "x", MPIXFER_OP_READ, PAT_SCATTERED, 16 * KIB, 1024, true, 0.9},
+        {"link_scattered_16KiB_x1024_read_gbps", "link 1024 x 16 KiB scattered READ", "GB/s",
+         MPIXFER_OP_READ, PAT_SCATTERED, 16 * KIB, 1024, true, 3.0},
+        {"link_contig_1MiB_write_ratio", "link contiguous 1 MiB WRITE / in-job", "x",
+         MPIXFER_OP_WRITE, PAT_CONTIG, MIB, 1, true, 0.9},
+        {"link_contig_1MiB_read_ratio", "link contiguous 1 MiB READ / in-job", "x",
+         MPIXFER_OP_READ, PAT_CONTIG, MIB, 1, true, 0.9},
+        {"link_contig_16MiB_write_ratio", "link contiguous 16 MiB WRITE / in-job", "x",
+         MPIXFER_OP_WRITE, PAT_CONTIG, 16 * MIB, 1, true, 0.9},
+        {"link_contig_16MiB_read_ratio", "link contiguous 16 MiB READ / in-job", "x",
+         MPIXFER_OP_READ, PAT_CONTIG, 16 * MIB, 1, true, 0.9},
+        {"link_latency_8B_write_ratio", "link 8-byte WRITE latency (p50) / in-job", "x",
+         MPIXFER_OP_WRITE, PAT_CONTIG, 8, 1, false, 2.0},
+    };
+    memset(t, 0, NLINK_TARGETS * sizeof *t);
+    for (int k = 0; k < NLINK_TARGETS - 1; k++) {
+        t[k] = (target_t){.key = def[k].key, .what = def[k].what, .unit = def[k].unit,
+                          .ge = def[k].ge, .threshold = def[k].threshold};
+        const point_t *p =
+            find_point(pts, n, def[k].op, MEM_FOREIGN, def[k].pat, def[k].block, def[k].batch);
+        if (p == NULL || !p->r[M_LINK].valid || !p->r[M_MPIXFER].valid)
+            continue;
+        const result_t *l = &p->r[M_LINK], *j = &p->r[M_MPIXFER];
+        t[k].measured = true;
+        if (def[k].block == 8) {
+            t[k].value = ratio(l->p50_us, j->p50_us);
+            snprintf(t[k].detail, sizeof t[k].detail, "p50 %.2f vs %.2f us; avg %.2f vs %.2f us",
+                     l->p50_us, j->p50_us, l->avg_us, j->avg_us);
+            continue;
+        }
+        t[k].value = def[k].unit[0] == 'x' ? ratio(l->gbps_p50, j->gbps_p50) : l->gbps_p50;
+        snprintf(t[k].detail, sizeof t[k].detail,
+                 "p50 %.2f vs %.2f GB/s in-job; mean %.2f vs %.2f; paired per-round ratio %.3f",
+                 l->gbps_p50, j->gbps_p50, l->gbps, j->gbps, p->link_paired);
+    }
+    target_t *u = &t[NLINK_TARGETS - 1];
+    *u = (target_t){.key = "link_load_usable_p50_ms",
+                    .what = "link: load by blob until usable, p50",
+                    .unit = "ms",
+                    .ge = false,
+                    .threshold = 20.0};
+    if (b->link.n > 0) {
+        u->measured = true;
+        u->value = b->link.p50_ms;
+        snprintf(u->detail, sizeof u->detail, "%ld fresh loads: p99 %.2f ms; first load %.2f ms",
+                 b->link.n, b->link.p99_ms, b->link.first_ms);
+    }
+}
+
+static void print_link(const bench_t *b, const point_t *pts, int n)
+{
+    const mpixfer_stats_t *s = &b->link.stats;
+    const char *env = getenv("MPIXFER_LINK_COPY");
+    target_t t[NLINK_TARGETS];
+
+    printf("\n# link (issue 13): each rank's own context on MPI_COMM_SELF, joined by "
+           "descriptor blob; data mover %s (link_copies %" PRIu64 ", link_ops %" PRIu64
+           "; MPIXFER_LINK_COPY=%s)\n",
+           link_mover(s), s->link_copies, s->link_ops, env ? env : "(unset: auto)");
+    printf("%-5s %-9s %6s %5s %11s %11s %8s %8s %10s %10s\n", "op", "pattern", "block", "batch",
+           "link GB/s", "in-job GB/s", "x in-job", "paired", "link p50us", "in-job p50us");
+    for (int i = 0; i < n; i++) {
+        const point_t *p = &pts[i];
+        const result_t *l = &p->r[M_LINK], *j = &p->r[M_MPIXFER];
+        char bs[32];
+        if (!l->valid || !j->valid)
+            continue;
+        fmt_size(p->block, bs, sizeof bs);
+        printf("%-5s %-9s %6s %5zu %11.3f %11.3f %8.3f %8.3f %10.2f %10.2f\n", op_name(p->op),
+               pattern_name[p->pattern], bs, p->batch, l->gbps_p50, j->gbps_p50,
+               ratio(l->gbps_p50, j->gbps_p50), p->link_paired, l->p50_us, j->p50_us);
+    }
+    eval_link_targets(b, pts, n, t);
+    printf("\n# link targets (issue 13; reported, never a failure of the run; p50 GB/s)\n");
+    for (int i = 0; i < NLINK_TARGETS; i++) {
+        if (!t[i].measured) {
+            printf("  %-50s   not measured in this run\n", t[i].what);
+            continue;
+        }
+        printf("  %-50s %8.3f %-4s (target %s %.2f%s%s)  %s  [%s]\n", t[i].what, t[i].value,
+               t[i].unit[0] == 'x' ? "" : t[i].unit, t[i].ge ? ">=" : "<=", t[i].threshold,
+               t[i].unit[0] == 'x' ? "" : " ", t[i].unit[0] == 'x' ? "" : t[i].unit,
+               target_pass(&t[i]) ? "PASS" : "MISS", t[i].detail);
+    }
+    fflush(stdout);
+}
+
+static void json_link(FILE *f, const bench_t *b, const point_t *pts, int n)
+{
+    const mpixfer_stats_t *s = &b->link.stats;
+    const char *env = getenv("MPIXFER_LINK_COPY");
+    target_t t[NLINK_TARGETS];
+
+    if (!b->o->link)
+        return;
+    eval_link_targets(b, pts, n, t);
+    fprintf(f, ",\n  \"link\": {\"mover\": \"%s\", \"link_copy_env\": ", link_mover(s));
+    json_string(f, env ? env : "");
+    fprintf(f, ", \"link_copies\": %" PRIu64 ", \"link_ops\": %" PRIu64 ", \"load_usable_ms\": "
+               "{\"loads\": %ld, \"p50\": ",
+            s->link_copies, s->link_ops, b->link.n);
+    json_num(f, b->link.p50_ms);
+    fprintf(f, ", \"p99\": ");
+    json_num(f, b->link.p99_ms);
+    fprintf(f, ", \"first\": ");
+    json_num(f, b->link.first_ms);
+    fprintf(f, "},\n    \"points\": [");
+    bool first = true;
+    for (int i = 0; i < n; i++) {
+        const point_t *p = &pts[i];
+        const result_t *l = &p->r[M_LINK], *j = &p->r[M_MPIXFER];
+        if (!l->valid || !j->valid)
+            continue;
+        fprintf(f,
+                "%s\n      {\"op\": \"%s\", \"pattern\": \"%s\", \"block\": %zu, \"batch\": %zu, "
+                "\"link_gbps_p50\": ",
+                first ? "" : ",", op_name(p->op), pattern_name[p->pattern], p->block, p->batch);
+        json_num(f, l->gbps_p50);
+        fprintf(f, ", \"injob_gbps_p50\": ");
+        json_num(f, j->gbps_p50);
+        fprintf(f, ", \"ratio\": ");
+        json_num(f, ratio(l->gbps_p50, j->gbps_p50));
+        fprintf(f, ", \"paired\": ");
+        json_num(f, p->link_paired);
+        fprintf(f, ", \"link_p50_us\": ");
+        json_num(f, l->p50_us);
+        fprintf(f, ", \"injob_p50_us\": ");
+        json_num(f, j->p50_us);
+        fprintf(f, "}");
+        first = false;
+    }
+    fprintf(f, "\n    ],\n    \"targets\": {");
+    for (int i = 0; i < NLINK_TARGETS; i++) {
+        fprintf(f, "%s\n      \"%s\": {\"description\": ", i ? "," : "", t[i].key);
+        json_string(f, t[i].what);
+        fprintf(f, ", \"measured\": %s, \"value\": ", t[i].measured ? "true" : "false");
+        if (t[i].measured)
+            json_num(f, t[i].value);
+        else
+            fputs("null", f);
+        fprintf(f, ", \"unit\": \"%s\", \"cmp\": \"%s\", \"threshold\": ",
+                t[i].unit[0] == 'x' ? "ratio" : t[i].unit, t[i].ge ? ">=" : "<=");
+        json_num(f, t[i].threshold);
+        fprintf(f, ", \"pass\": %s, \"detail\": ",
+                t[i].measured ? (target_pass(&t[i]) ? "true" : "false") : "null");
+        json_string(f, t[i].detail);
+        fputc('}', f);
+    }
+    fprintf(f, "\n    }\n  }");
 }
 
 /* ------------------------------------------------------------------- main */
@@ -1932,6 +2312,8 @@ int main(int argc, char **argv)
             check_advertised(&b, b.x_peer_addr, o.dst_vram ? MPIXFER_MEM_VRAM : MPIXFER_MEM_DRAM,
                              o.dst_vram ? b.x_peer_dev : 0, "xpu");
     }
+    if (o.link)
+        link_setup(&b);
 
     /* Raw MPI on foreign (and xpu) memory: the window kind mpixfer uses, same buffers.
      * Device memory only where MPI can take it (direct path = CUDA-aware MPI). */
@@ -2049,6 +2431,20 @@ int main(int argc, char **argv)
         run_point(&b, &pts[i], i);
     }
 
+    if (o.link) {
+        link_loads(&b);
+        if (b.link_ctx != NULL)
+            XF(mpixfer_context_stats(b.link_ctx, &b.link.stats));
+        /* The byte checks passed; they prove something only if the link moved the bytes,
+         * by the mover asked for. */
+        const char *lc = getenv("MPIXFER_LINK_COPY");
+        if (b.initiator && b.link.stats.link_copies + b.link.stats.link_ops == 0)
+            die("the link method moved nothing over a link (link_copies = link_ops = 0)");
+        if (b.initiator && lc != NULL && strcmp(lc, "ucx") == 0 && b.link.stats.link_copies > 0)
+            die("MPIXFER_LINK_COPY=ucx, but %" PRIu64 " pairs moved by cross-memory copies",
+                b.link.stats.link_copies);
+    }
+
     /* Registration cost: in the suite only (10,000 regions; 1,000 with --quick). */
     if (g_rank == 0 && o.pattern == PAT_SUITE)
         bench_registration(&b, o.quick ? 1000 : 10000);
@@ -2059,6 +2455,8 @@ int main(int argc, char **argv)
         print_registration(&b);
         eval_targets(&b, pts, npoints, t);
         print_targets(t);
+        if (o.link)
+            print_link(&b, pts, npoints);
         if (o.json)
             write_json(o.json, pts, npoints, &b, t, argc, argv, gpath_name);
     }
@@ -2072,6 +2470,10 @@ int main(int argc, char **argv)
         if (b.xbuf.p && b.x_raw)
             MPICHK(MPI_Win_detach(b.dwin, b.xbuf.p));
         MPICHK(MPI_Win_free(&b.dwin));
+    }
+    if (o.link) {
+        MPICHK(MPI_Barrier(MPI_COMM_WORLD)); /* neither side is still using the link */
+        link_teardown(&b);
     }
     if (b.fbuf.p)
         XF(mpixfer_deregister_memory(b.agent, &fregs));
