@@ -243,12 +243,15 @@ mpixfer_status_t mpixfer_stats_prometheus(mpixfer_context_t *ctx, char **text_p,
 
     if (ctx == NULL || text_p == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "ctx or text_p is NULL");
-    st = mpixfer_context_stats(ctx, &cs);
-    if (st != MPIXFER_OK)
-        return st;
-    /* The agents' list changes only under the lock (create, destroy): copy what the text
-     * shows, then format without holding up transfers. */
+    /* One snapshot of the context and its agents (whose list changes only under the lock:
+     * create, destroy), then the formatting without holding up transfers. The lock is
+     * recursive: mpixfer_context_stats takes it again. */
     mpixfer__lock(ctx);
+    st = mpixfer_context_stats(ctx, &cs);
+    if (st != MPIXFER_OK) {
+        mpixfer__unlock(ctx);
+        return st;
+    }
     for (mpixfer_agent_t *ag = ctx->agents; ag != NULL; ag = ag->next)
         n++;
     if (n > 0 && (a = malloc(n * sizeof *a)) == NULL) {
