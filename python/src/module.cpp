@@ -573,8 +573,7 @@ py::dict agent_stats_dict(const mpixfer_agent_stats_t &s)
     for (int i = 0; i < MPIXFER_STATUS_SLOTS; i++)
         if (s.failures[i] > 0)
             failures[py::str(i == 0 ? "MPIXFER_UNKNOWN"
-                                    : mpixfer_status_name((mpixfer_status_t)-i))] =
-                s.failures[i];
+                                    : mpixfer_status_name((mpixfer_status_t)-i))] = s.failures[i];
     d["failures"] = failures;
     d["submit_errors"] = s.submit_errors;
     d["bytes_sent"] = s.bytes_sent;
