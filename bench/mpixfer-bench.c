@@ -148,6 +148,7 @@ typedef struct {
     size_t post_batch; /* descriptors of the post-time point */
     uint64_t seed;
     const char *json;
+    const char *prometheus;
 } opts_t;
 
 static void usage(FILE *f)
@@ -207,6 +208,9 @@ static void usage(FILE *f)
             "  --seed N             seed of the scattered permutations (default 1)\n"
             "  --json FILE          also write metadata, every point and the targets as JSON\n"
             "                       (scripts/plot FILE out.png draws it)\n"
+            "  --prometheus FILE    at the end, write the library's counters (context and\n"
+            "                       agent, mpixfer_stats_prometheus) to FILE (rank 0) and\n"
+            "                       FILE.<rank> (the other ranks)\n"
             "  --help\n");
 }
 
@@ -302,6 +306,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         {"quick", no_argument, NULL, 'q'},
         {"seed", required_argument, NULL, 's'},
         {"json", required_argument, NULL, 'j'},
+        {"prometheus", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
 
@@ -369,6 +374,7 @@ static int parse_opts(int argc, char **argv, opts_t *o)
         case 'q': o->quick = true; break;
         case 's': ok = parse_long(optarg, &l); o->seed = (uint64_t)l; break;
         case 'j': o->json = optarg; break;
+        case 'T': o->prometheus = optarg; break;
         case 'h': return 1;
         default: ok = false; break;
         }
@@ -2470,6 +2476,19 @@ int main(int argc, char **argv)
         if (b.xbuf.p && b.x_raw)
             MPICHK(MPI_Win_detach(b.dwin, b.xbuf.p));
         MPICHK(MPI_Win_free(&b.dwin));
+    }
+    if (o.prometheus) {
+        char *text = NULL, path[4096];
+        size_t len = 0;
+        FILE *f;
+        if (b.rank == 0)
+            snprintf(path, sizeof path, "%s", o.prometheus);
+        else
+            snprintf(path, sizeof path, "%s.%d", o.prometheus, b.rank);
+        XF(mpixfer_stats_prometheus(b.ctx, &text, &len));
+        if ((f = fopen(path, "w")) == NULL || fwrite(text, 1, len, f) != len || fclose(f) != 0)
+            die("--prometheus: cannot write %s: %s", path, strerror(errno));
+        mpixfer_free(text);
     }
     if (o.link) {
         MPICHK(MPI_Barrier(MPI_COMM_WORLD)); /* neither side is still using the link */

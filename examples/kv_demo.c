@@ -73,6 +73,7 @@ typedef struct {
     double timeout_s;
     const char *serve_dir;   /* --serve DIR: this job is the prefill side */
     const char *connect_dir; /* --connect DIR: this job is the decode side */
+    bool stats;              /* --stats: print the counters (Prometheus text) at the end */
 } cfg_t;
 
 static void usage(FILE *f)
@@ -92,6 +93,8 @@ static void usage(FILE *f)
                "  --timeout S       seconds to wait for a message (default 60)\n"
                "  --serve DIR       two-job mode: be the prefill job; writes DIR/" INFO_FILE "\n"
                "  --connect DIR     two-job mode: be the decode job; reads DIR/" INFO_FILE "\n"
+               "  --stats           at the end, print the library's counters of each process\n"
+               "                    (context and agents) in the Prometheus text format\n"
                "  --help\n");
 }
 
@@ -116,8 +119,8 @@ static int parse_cfg(int argc, char **argv, cfg_t *c)
         {"request", required_argument, NULL, 'r'}, {"seed", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'},
         {"serve", required_argument, NULL, 'S'}, {"connect", required_argument, NULL, 'C'},
-        {NULL, 0, NULL, 0}};
-    *c = (cfg_t){4, 64, 16, 8, 128, 2, 16, 42, 60.0, NULL, NULL};
+        {"stats", no_argument, NULL, 'P'}, {NULL, 0, NULL, 0}};
+    *c = (cfg_t){4, 64, 16, 8, 128, 2, 16, 42, 60.0, NULL, NULL, false};
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -135,6 +138,7 @@ static int parse_cfg(int argc, char **argv, cfg_t *c)
         case 'T': ok = parse_pos(optarg, &v); c->timeout_s = (double)v; break;
         case 'S': ok = *optarg != '\0'; c->serve_dir = optarg; break;
         case 'C': ok = *optarg != '\0'; c->connect_dir = optarg; break;
+        case 'P': ok = true; c->stats = true; break;
         case 'h': return 1;
         default: ok = false; break;
         }
@@ -161,6 +165,24 @@ static int parse_cfg(int argc, char **argv, cfg_t *c)
         return 2;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ stats */
+
+/* --stats: this process's counters (the context's and its agents'), as a /metrics endpoint
+ * would serve them. */
+static bool print_stats(mpixfer_context_t *ctx, const char *who)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    if (!XF(mpixfer_stats_prometheus(ctx, &text, &len)))
+        return false;
+    printf("# ---- %s (rank %d): mpixfer_stats_prometheus\n", who, g_rank);
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    mpixfer_free(text);
+    return true;
 }
 
 /* ------------------------------------------------------------------- pool */
@@ -710,6 +732,8 @@ static bool serve_job(const shape_t *s, mpixfer_context_t *ctx)
         unlink(path); /* a later decode job must not find a dead prefill's address */
     }
     mpixfer_free(info);
+    if (c->stats)
+        ok = print_stats(ctx, "prefill") && ok;
     return side_close(&pre) && ok;
 }
 
@@ -761,6 +785,8 @@ static bool connect_job(const shape_t *s, mpixfer_context_t *ctx)
             ok = false;
         fflush(stdout);
     }
+    if (c->stats)
+        ok = print_stats(ctx, "decode") && ok;
     /* Destroying the agent releases the link to prefill (BYE, BYE_ACK, disconnect). */
     ok = side_close(&dec) && ok;
     free(ds.ids);
@@ -891,6 +917,14 @@ int main(int argc, char **argv)
         ok = decode_request(&s, &dec, &ds, NULL) && decode_finish(&s, &dec, &ds);
     }
 
+    /* In rank order, so the processes' texts do not interleave. */
+    for (int r = 0; c.stats && r < size; r++) {
+        if (r == g_rank)
+            ok = print_stats(ctx, size == 1 ? "prefill and decode" : is_prefill ? "prefill"
+                                                                                : "decode") &&
+                 ok;
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
     /* Tear down in the same order everywhere: agents, then the collective destroy. */
     if (is_decode)
         ok = side_close(&dec) && ok;

@@ -351,6 +351,84 @@ MPIXFER_API mpixfer_status_t mpixfer_agent_destroy(mpixfer_agent_t *agent);
 /** @brief The agent's name (owned by the agent); NULL if @p agent is NULL. */
 MPIXFER_API const char *mpixfer_agent_name(const mpixfer_agent_t *agent);
 
+/* --------------------------------------------------------------- telemetry */
+
+/** Buckets of an mpixfer_histogram_t. */
+#define MPIXFER_HIST_BUCKETS 32
+/** Upper bound in ns of bucket @p i of an mpixfer_histogram_t, for i < MPIXFER_HIST_BUCKETS - 1:
+ *  2^(8 + i) ns, so 256 ns, 512 ns, ..., 2^38 ns (about 275 s); the last bucket has none. */
+#define MPIXFER_HIST_BUCKET_NS(i) ((uint64_t)1 << (8 + (i)))
+/** Entries of mpixfer_agent_stats_t::failures: one per status value -31 .. 0. */
+#define MPIXFER_STATUS_SLOTS 32
+
+/** A latency histogram with fixed log2 buckets. */
+typedef struct {
+    uint64_t count;  /**< durations recorded (the sum of @c buckets) */
+    uint64_t sum_ns; /**< their sum in ns */
+    /** Not cumulative: buckets[0] counts durations <= 256 ns, buckets[i] for 0 < i < 31 those
+     *  in (MPIXFER_HIST_BUCKET_NS(i-1), MPIXFER_HIST_BUCKET_NS(i)], buckets[31] the longer. */
+    uint64_t buckets[MPIXFER_HIST_BUCKETS];
+} mpixfer_histogram_t;
+
+/**
+ * One agent's counters since its creation, from the agent's own view: it counts the
+ * transfers it initiated (submitted with mpixfer_submit_transfer()), not those that other
+ * agents made into its memory, and the sync messages it sent and received. Counting is
+ * always on (a few plain increments per request under the lock submit and completion hold
+ * anyway, plus the clock reads of the two histograms).
+ */
+typedef struct {
+    uint64_t requests;           /**< transfers submitted successfully */
+    uint64_t requests_succeeded; /**< of those, ended in SUCCESS */
+    uint64_t requests_failed;    /**< ended in FAILURE (in flight: the rest) */
+    /** Failed requests by status: failures[-status] for status -31 .. -1 (e.g.
+     *  failures[-MPIXFER_ERR_TIMEOUT]); failures[0] counts any other status (none today). */
+    uint64_t failures[MPIXFER_STATUS_SLOTS];
+    uint64_t submit_errors;          /**< mpixfer_submit_transfer() calls that returned an error */
+    uint64_t bytes_sent;             /**< bytes of WRITE requests that ended in SUCCESS */
+    uint64_t bytes_received;         /**< bytes of READ requests that ended in SUCCESS */
+    uint64_t sync_messages_sent;     /**< by mpixfer_notify_sync_message() and by successful
+                                          requests carrying one */
+    uint64_t sync_messages_received; /**< put in this agent's inbox */
+    /** Time inside mpixfer_submit_transfer() of each request it made, up to the moment the
+     *  request was queued or, when finished inside submit, completed. count = requests. */
+    mpixfer_histogram_t post_time;
+    /** From the start of submit to the final state (SUCCESS or FAILURE), sync message
+     *  included. count = requests_succeeded + requests_failed. */
+    mpixfer_histogram_t transfer_time;
+} mpixfer_agent_stats_t;
+
+/**
+ * @brief The agent's counters (see mpixfer_agent_stats_t). Local; a consistent snapshot
+ *        (taken under the context's lock, which every update holds).
+ * @param[in]  agent    the agent.
+ * @param[out] stats_p  filled only on success.
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (NULL).
+ */
+MPIXFER_API mpixfer_status_t mpixfer_agent_stats(mpixfer_agent_t *agent,
+                                                 mpixfer_agent_stats_t *stats_p);
+
+/**
+ * @brief The context's counters (mpixfer_context_stats()) and those of every agent alive in
+ *        it in this process (mpixfer_agent_stats()), in the Prometheus text exposition
+ *        format 0.0.4. Local.
+ *
+ * Metric names start with "mpixfer_" (context: "mpixfer_requests_total{rank="0"}" ...;
+ * agents: "mpixfer_agent_requests_total{agent="name"}" ...; failures by status as
+ * "mpixfer_agent_failures_total{agent="name",status="MPIXFER_ERR_TIMEOUT"}"; the two
+ * histograms as "mpixfer_agent_post_time_seconds" and
+ * "mpixfer_agent_transfer_time_seconds" with cumulative _bucket{le="..."} lines ending in
+ * le="+Inf", _sum (seconds) and _count). Each family has one HELP and one TYPE line.
+ * Agent names are written with backslash, double quote and newline escaped, the rest of
+ * their bytes as they are. Agents destroyed before the call are not in it.
+ * @param[in]  ctx     the context.
+ * @param[out] text_p  NUL-terminated text, set only on success; freed with mpixfer_free().
+ * @param[out] len_p   its length without the NUL; may be NULL.
+ * @return MPIXFER_OK; MPIXFER_ERR_INVALID_ARG (NULL ctx or text_p); MPIXFER_ERR_NO_MEMORY.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_stats_prometheus(mpixfer_context_t *ctx, char **text_p,
+                                                      size_t *len_p);
+
 /* ------------------------------------------------------------------ memory */
 
 /** Memory kinds of the contract. DRAM always; VRAM when a CUDA device is usable (see

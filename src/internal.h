@@ -200,6 +200,18 @@ typedef struct {
     bool abandoned;
 } mpixfer__staged_t;
 
+/* An agent's counters (telemetry.c, the hooks below). Every update holds the context's
+ * lock, which submit and completion hold anyway: plain increments, no atomics. What one
+ * request updates comes first, on one cache line; the histograms' counts are derived
+ * (post: requests; transfer: succeeded + failed), so each records one bucket and a sum. */
+typedef struct {
+    uint64_t requests, succeeded, failed, bytes_sent, bytes_received;
+    uint64_t post_sum_ns, xfer_sum_ns, sync_sent;
+    uint64_t post[MPIXFER_HIST_BUCKETS], xfer[MPIXFER_HIST_BUCKETS];
+    uint64_t failures[MPIXFER_STATUS_SLOTS];
+    uint64_t sync_received, submit_errors;
+} mpixfer__tel_t;
+
 struct mpixfer_agent {
     /* What every transfer reads first, together. */
     mpixfer_context_t *ctx;
@@ -213,6 +225,7 @@ struct mpixfer_agent {
     unsigned char key[MPIXFER__KEY_LEN]; /* the link capability (getrandom at creation) */
     mpixfer__msg_t *inbox_head, *inbox_tail;
     struct mpixfer_agent *next;
+    mpixfer__tel_t tel; /* telemetry.c */
 };
 
 typedef struct mpixfer__path mpixfer__path_t; /* a data path's operations (below) */
@@ -262,6 +275,11 @@ struct mpixfer_request {
     int64_t deadline_ns;       /* 0: none (mpixfer__now_ns clock) */
     int64_t stop_by_ns;
     struct mpixfer_request *next_pending;
+    /* Telemetry: when submit began, the bytes of its pairs, and whether its post time was
+     * recorded (when it was queued; one finished in submit records it on completion). */
+    int64_t t0_ns;
+    uint64_t bytes;
+    bool tel_posted;
     char name_inline[48]; /* last: a request finished in submit never writes it */
 };
 
@@ -588,6 +606,71 @@ int64_t mpixfer__now_ns(void);
 int64_t mpixfer__realtime_ns(void);
 /* Complete pending requests (flush, then sync message). Lock held. Returns work done. */
 int mpixfer__requests_progress(mpixfer_context_t *ctx, const mpixfer_agent_t *only);
+
+/* --------------------------------------------------------- telemetry.c */
+/* The bucket of a duration in an mpixfer_histogram_t (see MPIXFER_HIST_BUCKET_NS). */
+static inline unsigned mpixfer__tel_bucket(int64_t ns)
+{
+    uint64_t d = ns > 0 ? (uint64_t)ns : 0;
+    unsigned b;
+
+    if (d <= MPIXFER_HIST_BUCKET_NS(0))
+        return 0;
+    b = (unsigned)(64 - __builtin_clzll(d - 1)) - 8; /* ceil(log2 d) - 8 */
+    return b < MPIXFER_HIST_BUCKETS - 1 ? b : MPIXFER_HIST_BUCKETS - 1;
+}
+
+/* The hooks: lock held in each. Submit accepted x (begun at @p t0_ns, @p bytes long). */
+static inline void mpixfer__tel_submitted(mpixfer_agent_t *a, mpixfer_request_t *x, int64_t t0_ns,
+                                          uint64_t bytes)
+{
+    a->tel.requests++;
+    x->t0_ns = t0_ns;
+    x->bytes = bytes;
+}
+
+/* Submit queued x (progress finishes it): its post time ends now. */
+static inline void mpixfer__tel_queued(mpixfer_agent_t *a, mpixfer_request_t *x)
+{
+    int64_t d = mpixfer__now_ns() - x->t0_ns;
+
+    a->tel.post[mpixfer__tel_bucket(d)]++;
+    a->tel.post_sum_ns += (uint64_t)d;
+    x->tel_posted = true;
+}
+
+/* x reaches its final state with @p st, its sync message (if any) sent when st is OK. */
+static inline void mpixfer__tel_complete(mpixfer_request_t *x, mpixfer_status_t st)
+{
+    mpixfer_agent_t *a = x->agent;
+    int64_t d;
+    unsigned b;
+
+    if (a == NULL)
+        return;
+    d = mpixfer__now_ns() - x->t0_ns;
+    b = mpixfer__tel_bucket(d);
+    if (!x->tel_posted) { /* finished inside submit: that was its post time too */
+        a->tel.post[b]++;
+        a->tel.post_sum_ns += (uint64_t)d;
+    }
+    a->tel.xfer[b]++;
+    a->tel.xfer_sum_ns += (uint64_t)d;
+    if (st == MPIXFER_OK) {
+        a->tel.succeeded++;
+        if (x->op == MPIXFER_OP_WRITE)
+            a->tel.bytes_sent += x->bytes;
+        else
+            a->tel.bytes_received += x->bytes;
+        a->tel.sync_sent += x->has_sync;
+    } else {
+        a->tel.failed++;
+        a->tel.failures[st < 0 && st > -MPIXFER_STATUS_SLOTS ? -st : 0]++;
+    }
+}
+
+/* A submit that returned @p st != OK. Takes the lock. */
+void mpixfer__tel_submit_error(mpixfer_agent_t *a, mpixfer_status_t st);
 
 /* ---------------------------------------------------------- progress.c */
 /* One pass: control messages, sends, requests. Lock held. Returns work done. */

@@ -95,6 +95,7 @@ static void inbox_push(mpixfer_agent_t *agent, const char *sender, const void *d
     else
         agent->inbox_head = m;
     agent->inbox_tail = m;
+    agent->tel.sync_received++;
 }
 
 void mpixfer__inbox_clear(mpixfer_agent_t *agent)
@@ -399,6 +400,8 @@ mpixfer_status_t mpixfer_notify_sync_message(mpixfer_agent_t *agent, const char 
                       remote_name);
     }
     st = mpixfer__ctrl_send(ctx, to, MPIXFER__CTRL_SYNC, agent->name, remote_name, msg, len);
+    if (st == MPIXFER_OK)
+        agent->tel.sync_sent++;
     mpixfer__progress_locked(ctx);
     mpixfer__unlock(ctx);
     return st;

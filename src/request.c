@@ -53,6 +53,7 @@ static void complete(mpixfer_context_t *ctx, mpixfer_request_t *x, mpixfer_statu
             LOG_ERROR("transfer to '%s' done but its sync message failed: %s", x->remote_name,
                       mpixfer_strerror(st));
     }
+    mpixfer__tel_complete(x, st);
     unpin(x);
     x->agent = NULL;
     atomic_store(&x->status, st);
@@ -250,15 +251,16 @@ static const mpixfer__path_t *choose_path(const mpixfer_context_t *ctx, const mp
     return &mpixfer__path_rma;
 }
 
-mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
-                                         const mpixfer_transfer_request_t *req,
-                                         mpixfer_request_t **xfer_p)
+static mpixfer_status_t submit(mpixfer_agent_t *agent, const mpixfer_transfer_request_t *req,
+                               mpixfer_request_t **xfer_p)
 {
     mpixfer_context_t *ctx;
     mpixfer__remote_t *r;
     mpixfer_agent_t *local_target = NULL;
     mpixfer_request_t *x;
     mpixfer_status_t st;
+    int64_t t0_ns;
+    uint64_t bytes = 0;
 
     if (agent == NULL || req == NULL || xfer_p == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent, req or xfer_p is NULL");
@@ -272,6 +274,8 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     __builtin_prefetch(&ctx->lock);
     __builtin_prefetch(&ctx->stats);
     __builtin_prefetch(&ctx->peer_path);
+    __builtin_prefetch(&agent->tel);
+    t0_ns = mpixfer__now_ns(); /* telemetry: post and transfer time */
     if (req->op != MPIXFER_OP_READ && req->op != MPIXFER_OP_WRITE)
         MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "op %d is neither READ nor WRITE", (int)req->op);
     if (req->remote_name == NULL)
@@ -354,7 +358,8 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
     x->target = (mpixfer__route_t){r->rank, r->link};
     ctx->stats.requests++;
     for (size_t i = 0; i < req->src.count; i++)
-        ctx->stats.bytes += req->src.descs[i].len;
+        bytes += req->src.descs[i].len;
+    ctx->stats.bytes += bytes;
 
     x->op = req->op;
     x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
@@ -372,6 +377,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
             unpin(x);
             goto err_locked;
         }
+        mpixfer__tel_submitted(agent, x, t0_ns, bytes);
         if (done) {
             complete(ctx, x, fst);
             if (x->name_borrowed)
@@ -386,6 +392,7 @@ mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
             return MPIXFER_OK;
         }
     }
+    mpixfer__tel_queued(agent, x);
     enqueue(ctx, x);
     mpixfer__unlock(ctx);
     *xfer_p = x;
@@ -395,6 +402,17 @@ err_locked:
     mpixfer__unlock(ctx);
 err_x:
     request_release(x);
+    return st;
+}
+
+mpixfer_status_t mpixfer_submit_transfer(mpixfer_agent_t *agent,
+                                         const mpixfer_transfer_request_t *req,
+                                         mpixfer_request_t **xfer_p)
+{
+    mpixfer_status_t st = submit(agent, req, xfer_p);
+
+    if (st != MPIXFER_OK && agent != NULL)
+        mpixfer__tel_submit_error(agent, st);
     return st;
 }
 

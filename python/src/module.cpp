@@ -552,6 +552,45 @@ struct BaseAgent {
     virtual ~BaseAgent() = default;
 };
 
+// mpixfer_agent_stats_t as a dict; a histogram as {"count", "sum_ns", "buckets" (not
+// cumulative), "bounds_ns" (upper bound of each bucket, None for the last)}.
+py::dict agent_stats_dict(const mpixfer_agent_stats_t &s)
+{
+    auto hist = [](const mpixfer_histogram_t &h) {
+        py::dict d;
+        py::list buckets, bounds;
+        for (unsigned i = 0; i < MPIXFER_HIST_BUCKETS; i++) {
+            buckets.append(h.buckets[i]);
+            if (i + 1 < MPIXFER_HIST_BUCKETS)
+                bounds.append(MPIXFER_HIST_BUCKET_NS(i));
+            else
+                bounds.append(py::none());
+        }
+        d["count"] = h.count;
+        d["sum_ns"] = h.sum_ns;
+        d["buckets"] = buckets;
+        d["bounds_ns"] = bounds;
+        return d;
+    };
+    py::dict d, failures;
+    d["requests"] = s.requests;
+    d["requests_succeeded"] = s.requests_succeeded;
+    d["requests_failed"] = s.requests_failed;
+    for (int i = 0; i < MPIXFER_STATUS_SLOTS; i++)
+        if (s.failures[i] > 0)
+            failures[py::str(i == 0 ? "MPIXFER_UNKNOWN"
+                                    : mpixfer_status_name((mpixfer_status_t)-i))] = s.failures[i];
+    d["failures"] = failures;
+    d["submit_errors"] = s.submit_errors;
+    d["bytes_sent"] = s.bytes_sent;
+    d["bytes_received"] = s.bytes_received;
+    d["sync_messages_sent"] = s.sync_messages_sent;
+    d["sync_messages_received"] = s.sync_messages_received;
+    d["post_time"] = hist(s.post_time);
+    d["transfer_time"] = hist(s.transfer_time);
+    return d;
+}
+
 struct AgentImpl : BaseAgent {
     CtxRef ref;
     mpixfer_agent_t *agent = nullptr; // NULL once destroyed
@@ -933,7 +972,11 @@ PYBIND11_MODULE(_mpixfer, m)
     m.def("_set_resolver", [](py::object fn) { g_notifier->resolver = std::move(fn); });
 
     // ----------------------------------------------------------------- config
-    py::class_<Config>(m, "BaseAgentConfig", "How an agent is created; every field writable.")
+    py::class_<Config>(m, "BaseAgentConfig",
+                       "How an agent is created; every field writable. enable_telemetry is "
+                       "accepted for compatibility and changes nothing: the counters of "
+                       "MpixferTransferAgent.stats() and Context.prometheus() are always on "
+                       "(a few increments per request).")
         .def(py::init([](std::string name, bool use_prog_thread, bool multi_thread,
                          bool use_listen_thread, bool enable_telemetry,
                          std::map<std::string, std::string> backend_params, unsigned num_workers) {
@@ -1062,6 +1105,19 @@ PYBIND11_MODULE(_mpixfer, m)
                 return d;
             },
             "The context's counters as a dict.")
+        .def(
+            "prometheus",
+            [](ContextPy &c) {
+                need_open(c.ref.c);
+                char *text = nullptr;
+                size_t len = 0;
+                check(mpixfer_stats_prometheus(c.ref.c->ctx, &text, &len), "prometheus");
+                std::string out(text, len);
+                mpixfer_free(text);
+                return out;
+            },
+            "The context's counters and those of every agent alive in it (this process), in "
+            "the Prometheus text exposition format (what a /metrics endpoint serves).")
         .def(
             "mem_alloc",
             [](ContextPy &c, size_t len) {
@@ -1194,6 +1250,18 @@ PYBIND11_MODULE(_mpixfer, m)
                  mpixfer_free(blob);
                  return d;
              })
+        .def(
+            "stats",
+            [](AgentImpl &a) {
+                mpixfer_agent_stats_t s;
+                check(mpixfer_agent_stats(a.get(), &s), "stats");
+                return agent_stats_dict(s);
+            },
+            "This agent's counters as a dict: requests, requests_succeeded, requests_failed, "
+            "failures ({status name: count}, nonzero only), submit_errors, bytes_sent (WRITE), "
+            "bytes_received (READ), sync_messages_sent, sync_messages_received, and the "
+            "histograms post_time and transfer_time ({count, sum_ns, buckets, bounds_ns}). "
+            "Counted from this agent's view: the transfers it initiated.")
         .def("get_local_connection_info",
              [](AgentImpl &a) {
                  char *info = nullptr;
