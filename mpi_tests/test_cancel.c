@@ -317,6 +317,17 @@ static void random_run(unsigned iters)
 
     /* Late writes after the last iteration: give them time, then compare once more. */
     if (rank == 0) {
+        mpixfer_agent_stats_t st;
+        /* Telemetry counts what ended how. */
+        CHECK_OK(mpixfer_agent_stats(agent, &st));
+        CHECK_MSG(st.requests == iters && st.requests_succeeded == nsucc &&
+                      st.requests_failed == ncancelled &&
+                      st.failures[-MPIXFER_ERR_CANCELED] == ncancelled,
+                  "stats: %llu requests, %llu succeeded, %llu failed (%llu CANCELED); expected "
+                  "%u, %u, %u",
+                  (unsigned long long)st.requests, (unsigned long long)st.requests_succeeded,
+                  (unsigned long long)st.requests_failed,
+                  (unsigned long long)st.failures[-MPIXFER_ERR_CANCELED], iters, nsucc, ncancelled);
         double t = tst_now();
         while (tst_now() - t < 0.3)
             mpixfer_progress(ctx);
