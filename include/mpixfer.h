@@ -552,6 +552,19 @@ MPIXFER_API mpixfer_status_t mpixfer_invalidate_remote_agent(mpixfer_agent_t *ag
 MPIXFER_API bool mpixfer_check_remote_descs(mpixfer_agent_t *agent, const char *name,
                                             const mpixfer_mem_descs_t *descs);
 
+/**
+ * @brief Where loading @p name stands. Local; drives progress once, so it can be polled.
+ *        Tells a load that will never complete (a refused key, a gone peer) from one still
+ *        under way, which mpixfer_check_remote_descs() cannot.
+ * @return MPIXFER_OK: loaded and usable; MPIXFER_IN_PROGRESS: its descriptor or its
+ *         link's handshake is still on its way; MPIXFER_ERR_NOT_FOUND: not loaded (never,
+ *         invalidated, or its peer refused the descriptor request); else why its link
+ *         failed (MPIXFER_ERR_DENIED: the key was refused; MPIXFER_ERR_UNREACHABLE: the peer
+ *         is gone or cannot be connected to; MPIXFER_ERR_TIMEOUT, MPIXFER_ERR_BAD_DESC);
+ *         MPIXFER_ERR_INVALID_ARG for NULL.
+ */
+MPIXFER_API mpixfer_status_t mpixfer_remote_status(mpixfer_agent_t *agent, const char *name);
+
 /** @brief Free a blob or string the library returned. NULL is fine. */
 MPIXFER_API void mpixfer_free(void *p);
 

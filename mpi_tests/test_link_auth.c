@@ -184,17 +184,28 @@ static int wrongkey(const char *dir)
                   mpixfer_status_name(st));
         if (st == MPIXFER_ERR_DENIED && refused_at < 0)
             refused_at = tst_now() - t0;
+        /* The load's status says the same: under way until the refusal, then DENIED. */
+        mpixfer_status_t rs = mpixfer_remote_status(a, "srv");
+        CHECK_MSG(rs == (refused_at < 0 ? MPIXFER_IN_PROGRESS : MPIXFER_ERR_DENIED) ||
+                      (refused_at < 0 && rs == MPIXFER_ERR_DENIED),
+                  "remote status %s after WRITE gave %s", mpixfer_status_name(rs),
+                  mpixfer_status_name(st));
         st = mpixfer_notify_sync_message(a, "srv", "late", 4);
         CHECK_MSG(st == MPIXFER_OK || st == MPIXFER_ERR_DENIED, "notify gave %s",
                   mpixfer_status_name(st));
         tst_sleep_ms(50);
     }
     CHECK_MSG(refused_at >= 0, "the library never said DENIED");
+    CHECK_STATUS(mpixfer_remote_status(a, "srv"), MPIXFER_ERR_DENIED);
+    CHECK_STATUS(mpixfer_remote_status(a, "nobody"), MPIXFER_ERR_NOT_FOUND);
+    CHECK_STATUS(mpixfer_remote_status(NULL, "srv"), MPIXFER_ERR_INVALID_ARG);
+    CHECK_STATUS(mpixfer_remote_status(a, NULL), MPIXFER_ERR_INVALID_ARG);
     printf("refusal latency: %.2f ms (load by connection info to DENIED)\n", refused_at * 1e3);
 
     /* The right key: reads work (bytes checked); "intruder" writes nothing. */
     CHECK_OK(mpixfer_load_remote_agent_by_connection(a, "srv", s.info));
     wait_usable(a, s.addr);
+    CHECK_STATUS(mpixfer_remote_status(a, "srv"), MPIXFER_OK);
     memset(buf, 0, HALF);
     tst_xfer1(a, MPIXFER_OP_READ, "srv", buf, s.addr, HALF);
     CHECK_PATTERN(buf, HALF, 0, 1, 0);

@@ -740,6 +740,33 @@ bool mpixfer_check_remote_descs(mpixfer_agent_t *agent, const char *name,
     return ok;
 }
 
+mpixfer_status_t mpixfer_remote_status(mpixfer_agent_t *agent, const char *name)
+{
+    mpixfer_context_t *ctx;
+    mpixfer__remote_t *r;
+    mpixfer_status_t st;
+
+    if (agent == NULL || name == NULL)
+        MPIXFER__FAIL(MPIXFER_ERR_INVALID_ARG, "agent or name is NULL");
+    ctx = agent->ctx;
+    mpixfer__lock(ctx);
+    mpixfer__progress_locked(ctx);
+    r = mpixfer__find_remote(agent, name);
+    /* As submit sees it: a failed link's reason first (CANCELED: closed by us, reloadable). */
+    if (r == NULL)
+        st = MPIXFER_ERR_NOT_FOUND;
+    else if (r->link != NULL && r->link->closed && r->link->err != MPIXFER_ERR_CANCELED)
+        st = r->link->err;
+    else if (r->loaded)
+        st = MPIXFER_OK;
+    else if (r->pending)
+        st = MPIXFER_IN_PROGRESS;
+    else
+        st = MPIXFER_ERR_NOT_FOUND;
+    mpixfer__unlock(ctx);
+    return st;
+}
+
 void mpixfer_free(void *p)
 {
     free(p);

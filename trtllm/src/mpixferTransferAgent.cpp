@@ -549,15 +549,22 @@ class MpixferTransferAgent final : public kv::BaseTransferAgent {
         return call + " of agent '" + mName + "'";
     }
 
-    /* Polls until @p name is loaded (its descriptor arrived, its link is up), or the stall
-     * timeout passes: then the half-loaded remote is forgotten and MPIXFER_ERR_TIMEOUT
-     * thrown. The remote answers from its own progress (threads or calls). */
+    /* Polls until @p name is loaded (its descriptor arrived, its link is up). A load that
+     * can never complete (a refused key, a gone peer) throws its reason at once; one still
+     * under way when the stall timeout passes is forgotten and MPIXFER_ERR_TIMEOUT thrown.
+     * The remote answers from its own progress (threads or calls). */
     void waitUsable(std::string const &name, char const *how)
     {
-        mpixfer_mem_descs_t none{MPIXFER_MEM_DRAM, nullptr, 0};
         auto const start = std::chrono::steady_clock::now();
-        for (unsigned spins = 0; !mpixfer_check_remote_descs(mAgent, name.c_str(), &none);
-             spins++) {
+        for (unsigned spins = 0;; spins++) {
+            mpixfer_status_t st = mpixfer_remote_status(mAgent, name.c_str());
+            if (st == MPIXFER_OK)
+                return;
+            if (st != MPIXFER_IN_PROGRESS) {
+                (void)mpixfer_invalidate_remote_agent(mAgent, name.c_str());
+                throwStatus(st, what("loadRemoteAgent('" + name + "', " + how + ")") +
+                                    ": the remote cannot be loaded");
+            }
             auto waited = std::chrono::steady_clock::now() - start;
             if (waited >= mLoadTimeout) {
                 (void)mpixfer_invalidate_remote_agent(mAgent, name.c_str());

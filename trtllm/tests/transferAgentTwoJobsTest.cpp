@@ -660,6 +660,36 @@ TEST_F(TwoJobsTest, InvalidateThenSubmit)
  * then its whole process stops (SIGSTOP: the kernel still accepts the TCP connection, nobody
  * answers the handshake). The adapter gives up after its stall timeout with
  * MPIXFER_ERR_TIMEOUT, forgets the half-loaded remote, and side 0 wakes side 1 (SIGCONT). */
+/* A connection info whose key was altered: the serving side refuses the link, and the
+ * load throws that reason (MPIXFER_ERR_DENIED) at once, not after the stall timeout. */
+TEST_F(TwoJobsTest, LoadWrongKeyDenied)
+{
+    if (gSide == 1) {
+        auto agent = makeAgent("guarded");
+        put("info", encode(agent->getLocalConnectionInfo(), nullptr, 0));
+        MEET("done");
+    } else {
+        setenv("MPIXFER_STALL_TIMEOUT_MS", "10000", 1);
+        auto agent = makeAgent(kAgent0);
+        unsetenv("MPIXFER_STALL_TIMEOUT_MS");
+        std::string text;
+        GET("info", text);
+        std::string info = text.substr(0, text.find('\n'));
+        auto k = info.find("key=");
+        ASSERT_NE(k, std::string::npos) << info;
+        info[k + 4 + 5] = info[k + 4 + 5] == '0' ? '1' : '0'; /* one hex digit of the key */
+        auto const t0 = std::chrono::steady_clock::now();
+        std::string err = thrownText([&] { agent->loadRemoteAgent("guarded", info); });
+        auto const ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - t0)
+                            .count();
+        EXPECT_NE(err.find("MPIXFER_ERR_DENIED"), std::string::npos) << err;
+        EXPECT_LT(ms, 5000) << "waited for the stall timeout instead of the refusal";
+        EXPECT_FALSE(agent->checkRemoteDescs("guarded", MemoryDescs{MemoryType::kDRAM, {}}));
+        MEET("done");
+    }
+}
+
 TEST_F(TwoJobsTest, LoadTimeoutSilentPeer)
 {
     if (gSide == 1) {
