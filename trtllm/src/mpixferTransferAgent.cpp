@@ -560,7 +560,9 @@ class MpixferTransferAgent final : public kv::BaseTransferAgent {
             mpixfer_status_t st = mpixfer_remote_status(mAgent, name.c_str());
             if (st == MPIXFER_OK)
                 return;
-            if (st != MPIXFER_IN_PROGRESS) {
+            /* NOT_FOUND (its process has no such agent, for now) keeps the documented
+             * behaviour: TIMEOUT once the stall timeout has passed. */
+            if (st != MPIXFER_IN_PROGRESS && st != MPIXFER_ERR_NOT_FOUND) {
                 (void)mpixfer_invalidate_remote_agent(mAgent, name.c_str());
                 throwStatus(st, what("loadRemoteAgent('" + name + "', " + how + ")") +
                                     ": the remote cannot be loaded");
@@ -572,7 +574,10 @@ class MpixferTransferAgent final : public kv::BaseTransferAgent {
                             what("loadRemoteAgent('" + name + "', " + how + ")") +
                                 ": the remote was not usable after " +
                                 std::to_string(mLoadTimeout.count()) +
-                                " ms (MPIXFER_STALL_TIMEOUT_MS)");
+                                " ms (MPIXFER_STALL_TIMEOUT_MS)" +
+                                (st == MPIXFER_ERR_NOT_FOUND
+                                     ? "; its process answered that it has no such agent"
+                                     : ""));
             }
             (void)mpixfer_progress(mRt->ctx());
             if (spins < 64)
