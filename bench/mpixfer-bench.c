@@ -1473,7 +1473,7 @@ static void print_table(const bench_t *b, const point_t *pts, int n, int pairs)
 typedef struct {
     const char *key;
     const char *what;
-    const char *unit; /* "x" for ratios, "us" */
+    const char *unit; /* "x" for ratios, else "us", "ms", "GB/s" */
     bool ge;          /* value >= threshold passes; else value <= threshold */
     double threshold;
     bool measured;
@@ -1640,6 +1640,28 @@ static void json_num(FILE *f, double v)
         fputs("null", f);
 }
 
+/* The members of a "targets" object, each on its own line after @p indent. The unit is
+ * "ratio" for ratios, else the target's own ("us", "ms", "GB/s"). */
+static void json_targets(FILE *f, const target_t *t, int n, const char *indent)
+{
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%s\n%s\"%s\": {\"description\": ", i ? "," : "", indent, t[i].key);
+        json_string(f, t[i].what);
+        fprintf(f, ", \"measured\": %s, \"value\": ", t[i].measured ? "true" : "false");
+        if (t[i].measured)
+            json_num(f, t[i].value);
+        else
+            fputs("null", f);
+        fprintf(f, ", \"unit\": \"%s\", \"cmp\": \"%s\", \"threshold\": ",
+                t[i].unit[0] == 'x' ? "ratio" : t[i].unit, t[i].ge ? ">=" : "<=");
+        json_num(f, t[i].threshold);
+        fprintf(f, ", \"pass\": %s, \"detail\": ",
+                t[i].measured ? (target_pass(&t[i]) ? "true" : "false") : "null");
+        json_string(f, t[i].detail);
+        fputc('}', f);
+    }
+}
+
 static void json_link(FILE *f, const bench_t *b, const point_t *pts, int n);
 
 static void write_json(const char *path, const point_t *pts, int n, const bench_t *b,
@@ -1736,22 +1758,7 @@ static void write_json(const char *path, const point_t *pts, int n, const bench_
         }
     }
     fprintf(f, "\n  ],\n  \"targets\": {");
-    for (int i = 0; i < NTARGETS; i++) {
-        fprintf(f, "%s\n    \"%s\": {\"description\": ", i ? "," : "", t[i].key);
-        json_string(f, t[i].what);
-        fprintf(f, ", \"measured\": %s, \"value\": ", t[i].measured ? "true" : "false");
-        if (t[i].measured)
-            json_num(f, t[i].value);
-        else
-            fputs("null", f);
-        fprintf(f, ", \"unit\": \"%s\", \"cmp\": \"%s\", \"threshold\": ",
-                t[i].unit[0] == 'x' ? "ratio" : "us", t[i].ge ? ">=" : "<=");
-        json_num(f, t[i].threshold);
-        fprintf(f, ", \"pass\": %s, \"detail\": ",
-                t[i].measured ? (target_pass(&t[i]) ? "true" : "false") : "null");
-        json_string(f, t[i].detail);
-        fputc('}', f);
-    }
+    json_targets(f, t, NTARGETS, "    ");
     fprintf(f, "\n  }");
     if (b->reg.count > 0) {
         fprintf(f, ",\n  \"registration\": {\"regions\": %d, \"region_bytes\": 4096, "
@@ -2133,22 +2140,7 @@ static void json_link(FILE *f, const bench_t *b, const point_t *pts, int n)
         first = false;
     }
     fprintf(f, "\n    ],\n    \"targets\": {");
-    for (int i = 0; i < NLINK_TARGETS; i++) {
-        fprintf(f, "%s\n      \"%s\": {\"description\": ", i ? "," : "", t[i].key);
-        json_string(f, t[i].what);
-        fprintf(f, ", \"measured\": %s, \"value\": ", t[i].measured ? "true" : "false");
-        if (t[i].measured)
-            json_num(f, t[i].value);
-        else
-            fputs("null", f);
-        fprintf(f, ", \"unit\": \"%s\", \"cmp\": \"%s\", \"threshold\": ",
-                t[i].unit[0] == 'x' ? "ratio" : t[i].unit, t[i].ge ? ">=" : "<=");
-        json_num(f, t[i].threshold);
-        fprintf(f, ", \"pass\": %s, \"detail\": ",
-                t[i].measured ? (target_pass(&t[i]) ? "true" : "false") : "null");
-        json_string(f, t[i].detail);
-        fputc('}', f);
-    }
+    json_targets(f, t, NLINK_TARGETS, "      ");
     fprintf(f, "\n    }\n  }");
 }
 
