@@ -752,17 +752,10 @@ mpixfer_status_t mpixfer_remote_status(mpixfer_agent_t *agent, const char *name)
     mpixfer__lock(ctx);
     mpixfer__progress_locked(ctx);
     r = mpixfer__find_remote(agent, name);
-    /* As submit sees it: a failed link's reason first (CANCELED: closed by us, reloadable). */
-    if (r == NULL)
-        st = MPIXFER_ERR_NOT_FOUND;
-    else if (r->link != NULL && r->link->closed && r->link->err != MPIXFER_ERR_CANCELED)
-        st = r->link->err;
-    else if (r->loaded)
-        st = MPIXFER_OK;
-    else if (r->pending)
-        st = MPIXFER_IN_PROGRESS;
-    else
-        st = MPIXFER_ERR_NOT_FOUND;
+    /* As submit sees it: a failed link's reason first. */
+    st = r == NULL ? MPIXFER_ERR_NOT_FOUND : mpixfer__remote_link_err(r);
+    if (st == MPIXFER_OK)
+        st = r->loaded ? MPIXFER_OK : r->pending ? MPIXFER_IN_PROGRESS : MPIXFER_ERR_NOT_FOUND;
     mpixfer__unlock(ctx);
     return st;
 }

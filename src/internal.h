@@ -359,6 +359,14 @@ mpixfer_status_t mpixfer__agent_find_region(const mpixfer_agent_t *agent, mpixfe
                                             const mpixfer_mem_desc_t *d,
                                             mpixfer__region_t **region_p);
 mpixfer__remote_t *mpixfer__find_remote(const mpixfer_agent_t *agent, const char *name);
+/* Why @p r can never be reached over its link (DENIED, UNREACHABLE, ...), or OK: no link,
+ * a live one, or one we closed ourselves (CANCELED: the remote may be loaded again). */
+static inline mpixfer_status_t mpixfer__remote_link_err(const mpixfer__remote_t *r)
+{
+    return r->link != NULL && r->link->closed && r->link->err != MPIXFER_ERR_CANCELED
+               ? r->link->err
+               : MPIXFER_OK;
+}
 void mpixfer__agent_store_desc(mpixfer_agent_t *agent, mpixfer__desc_t *desc,
                                mpixfer__link_t *link);
 mpixfer_status_t mpixfer__check_mem_type(mpixfer_mem_type_t type);

@@ -329,8 +329,7 @@ static mpixfer_status_t submit(mpixfer_agent_t *agent, const mpixfer_transfer_re
 
     mpixfer__lock(ctx);
     r = mpixfer__find_remote(agent, req->remote_name);
-    if (r != NULL && r->link != NULL && r->link->closed && r->link->err != MPIXFER_ERR_CANCELED) {
-        st = r->link->err;
+    if (r != NULL && (st = mpixfer__remote_link_err(r)) != MPIXFER_OK) {
         LOG_WARN("agent '%s' cannot reach '%s': its link failed (%s)", agent->name,
                  req->remote_name, mpixfer_status_name(st));
         goto err_locked;
