@@ -538,7 +538,7 @@ mpixfer_status_t mpixfer__staged_start(mpixfer_context_t *ctx, mpixfer_request_t
 /* Post chunks up to the pipeline depth; true when every chunk is answered. Lock held. */
 bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *work);
 /* Stops awaiting answers to x's chunks out (their answers are dropped from now on). */
-void mpixfer__staged_abandon(mpixfer_context_t *ctx, mpixfer_request_t *x);
+void mpixfer__staged_abandon(mpixfer_context_t *ctx, mpixfer_request_t *x, bool may_land);
 void mpixfer__staged_free(mpixfer__staged_t *s);
 /* Handlers for the staged control messages (from dispatch; @p agent NULL when the
  * receiver does not exist, which refuses the chunk). Lock held. */

@@ -459,9 +459,7 @@ static void link_fail(mpixfer_context_t *ctx, mpixfer__link_t *l, mpixfer_status
         if (x->target.link == l && x->staged != NULL) {
             if (x->staged->err == MPIXFER_OK)
                 x->staged->err = why;
-            mpixfer__staged_abandon(ctx, x);
-            if (why == MPIXFER_ERR_UNREACHABLE)
-                x->staged->abandoned = false;
+            mpixfer__staged_abandon(ctx, x, why != MPIXFER_ERR_UNREACHABLE);
         }
     for (mpixfer_agent_t *a = ctx->agents; a != NULL; a = a->next)
         for (mpixfer__remote_t *r = a->remotes; r != NULL; r = r->next)

@@ -123,9 +123,8 @@ static bool post_chunk(mpixfer_context_t *ctx, mpixfer_request_t *x)
             /* A deadline ends the request before the stall timeout would: its chunks
              * expire with it, so the stop it starts finds them harmless at once. */
             int64_t life = (int64_t)ctx->params.stall_timeout_ms * 1000000;
-            if (x->deadline_ns != 0 && x->deadline_ns - mpixfer__now_ns() < life)
-                life = x->deadline_ns - mpixfer__now_ns();
-            int64_t exp = mpixfer__realtime_ns() + (life > 0 ? life : 0);
+            int64_t left = x->deadline_ns != 0 ? x->deadline_ns - mpixfer__now_ns() : life;
+            int64_t exp = mpixfer__realtime_ns() + (left < life ? (left > 0 ? left : 0) : life);
             mpixfer__put64(p + 32, (uint64_t)exp);
             if (exp > s->expires_max_rt)
                 s->expires_max_rt = exp;
@@ -167,15 +166,16 @@ static bool chunks_expired(const mpixfer__staged_t *s)
 }
 
 /* Stops counting on answers to the chunks out: later ones find no chunk (or no request)
- * and are dropped, so nothing is copied into our memory any more. A WRITE's chunks may
- * still reach a slow target until they expire: chunks_expired says when. */
-void mpixfer__staged_abandon(mpixfer_context_t *ctx, mpixfer_request_t *x)
+ * and are dropped, so nothing is copied into our memory any more. With @p may_land, the
+ * chunks out may still reach a slow target until they expire (chunks_expired says when);
+ * without, the target can no longer read them (its stream broke). */
+void mpixfer__staged_abandon(mpixfer_context_t *ctx, mpixfer_request_t *x, bool may_land)
 {
     mpixfer__staged_t *s = x->staged;
 
     for (unsigned i = 0; i < ctx->params.gpu_pipeline_depth; i++)
         s->chunks[i].busy = false;
-    if (s->inflight > 0)
+    if (s->inflight > 0 && may_land)
         s->abandoned = true;
     s->inflight = 0;
 }
@@ -196,7 +196,7 @@ bool mpixfer__staged_advance(mpixfer_context_t *ctx, mpixfer_request_t *x, int *
         LOG_WARN("request %llu to '%s': no answer for %u ms; failing it", (unsigned long long)s->id,
                  x->remote_name, ctx->params.stall_timeout_ms);
         s->err = MPIXFER_ERR_TIMEOUT;
-        mpixfer__staged_abandon(ctx, x);
+        mpixfer__staged_abandon(ctx, x, true);
         return chunks_expired(s);
     }
     /* After an error nothing new is posted, but answers to chunks already out are awaited:
@@ -410,7 +410,7 @@ static bool staged_path_stop(mpixfer_context_t *ctx, mpixfer_request_t *x, bool 
     *flush_p = false;
     /* Chunks already expired (a deadline's, or sent long ago) cannot land any more. */
     if (s->op == MPIXFER_OP_READ || give_up || chunks_expired(s))
-        mpixfer__staged_abandon(ctx, x);
+        mpixfer__staged_abandon(ctx, x, true);
     if (s->abandoned)
         return chunks_expired(s);
     return s->inflight == 0;
