@@ -363,9 +363,9 @@ static mpixfer_status_t submit(mpixfer_agent_t *agent, const mpixfer_transfer_re
     x->op = req->op;
     x->device = req->src.type == MPIXFER_MEM_VRAM || req->dst.type == MPIXFER_MEM_VRAM;
     if (req->deadline_ms != 0)
-        x->deadline_ns = mpixfer__now_ns() + (req->deadline_ms > INT64_MAX / 2000000
-                                                  ? INT64_MAX / 2
-                                                  : (int64_t)req->deadline_ms * 1000000);
+        x->deadline_ns =
+            t0_ns + (req->deadline_ms > INT64_MAX / 2000000 ? INT64_MAX / 2
+                                                            : (int64_t)req->deadline_ms * 1000000);
     x->path = choose_path(ctx, r, local_target, req, x->device);
     {
         bool done = false;
