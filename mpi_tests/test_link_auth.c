@@ -14,10 +14,14 @@
  *                                 its notify fails or never arrives; prints the refusal
  *                                 latency; then, as "intruder" still, loads with the right key
  *                                 but is told apart by name: it only READs and checks bytes.
- *   test_link_auth client DIR S   as "legit": for S seconds, WRITE 64 scattered 16 KiB blocks
+ *   test_link_auth client DIR S [GO STOP]
+ *                                 as "legit": for S seconds, WRITE 64 scattered 16 KiB blocks
  *                                 into srv's second half with "check N", wait for "ok N",
  *                                 READ the first half back and check it; prints GB/s of the
- *                                 WRITEs and READs ("rate <GB/s>").
+ *                                 WRITEs and READs ("rate <GB/s>"). With GO and STOP (file
+ *                                 names in DIR): once srv is usable it writes GO, and it
+ *                                 goes on past S seconds until STOP exists (at most 100 s),
+ *                                 so the window measured holds all of what ran in between.
  *   test_link_auth bye DIR        tells srv to exit.
  */
 #include "common.h"
@@ -216,7 +220,15 @@ static int wrongkey(const char *dir)
     return tst_finish("test_link_auth wrongkey");
 }
 
-static int client(const char *dir, double seconds)
+static bool file_exists(const char *dir, const char *name)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &st) == 0;
+}
+
+static int client(const char *dir, double seconds, const char *go, const char *stop)
 {
     srv_t s = read_srv(dir);
     mpixfer_context_t *ctx = NULL;
@@ -226,12 +238,18 @@ static int client(const char *dir, double seconds)
     CHECK_OK(tst_register(a, buf, BUF));
     CHECK_OK(mpixfer_load_remote_agent_by_connection(a, "srv", s.info));
     wait_usable(a, s.addr);
+    if (go != NULL) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, go);
+        tst_write_file(path, "go\n");
+    }
 
     mpixfer_mem_desc_t src[NBLK], dst[NBLK];
-    double busy = 0, t_end = tst_now() + seconds;
+    double busy = 0, t_start = tst_now(), t_end = t_start + seconds;
     uint64_t bytes = 0;
     unsigned iter = 0;
-    while (tst_now() < t_end || iter < 3) {
+    while (tst_now() < t_end || iter < 3 || (stop != NULL && !file_exists(dir, stop))) {
+        CHECK_MSG(tst_now() < t_start + 100.0, "%s never appeared in 100 s", stop);
         iter++;
         for (unsigned b = 0; b < NBLK; b++) {
             size_t off = HALF + (size_t)b * 2 * BLOCK;
@@ -264,7 +282,8 @@ static int client(const char *dir, double seconds)
         bytes += HALF;
         CHECK_PATTERN(buf, HALF, 0, 1, 0);
     }
-    printf("rate %.3f GB/s (%u rounds, every byte checked)\n", (double)bytes / busy / 1e9, iter);
+    printf("rate %.3f GB/s (%u rounds in %.1f s, every byte checked)\n", (double)bytes / busy / 1e9,
+           iter, tst_now() - t_start);
     CHECK_OK(mpixfer_agent_destroy(a));
     CHECK_OK(mpixfer_context_destroy(ctx));
     free(buf);
@@ -291,12 +310,13 @@ static int bye(const char *dir)
 int main(int argc, char **argv)
 {
     tst_init_multiple(&argc, &argv);
-    CHECK_MSG(argc >= 3, "usage: test_link_auth serve|wrongkey|client|bye DIR [seconds]");
+    CHECK_MSG(argc >= 3, "usage: test_link_auth serve|wrongkey|client|bye DIR [seconds [go stop]]");
     if (strcmp(argv[1], "serve") == 0)
         return serve(argv[2]);
     if (strcmp(argv[1], "wrongkey") == 0)
         return wrongkey(argv[2]);
     if (strcmp(argv[1], "client") == 0)
-        return client(argv[2], argc > 3 ? atof(argv[3]) : 2.0);
+        return client(argv[2], argc > 3 ? atof(argv[3]) : 2.0, argc > 5 ? argv[4] : NULL,
+                      argc > 5 ? argv[5] : NULL);
     return bye(argv[2]);
 }

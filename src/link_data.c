@@ -443,6 +443,15 @@ static const rkey_ent_t *find_rkey(const struct mpixfer__link_ucx *lu, uint64_t 
     return addr + len <= e->base + e->len ? e : NULL;
 }
 
+/* Statuses by which UCX says the peer (or the way to it) is gone, not that we erred:
+ * an endpoint whose keepalive timed out fails every later put at once. */
+static bool ucs_peer_gone(ucs_status_t s)
+{
+    return s == UCS_ERR_ENDPOINT_TIMEOUT || s == UCS_ERR_CONNECTION_RESET ||
+           s == UCS_ERR_UNREACHABLE || s == UCS_ERR_NOT_CONNECTED || s == UCS_ERR_CANCELED ||
+           s == UCS_ERR_REJECTED || s == UCS_ERR_TIMED_OUT;
+}
+
 static void flush_done(void *request, ucs_status_t status, void *user_data)
 {
     struct mpixfer__link_op *op = user_data;
@@ -474,6 +483,12 @@ mpixfer_status_t mpixfer__link_submit(mpixfer_context_t *ctx, mpixfer_request_t 
     if (l->ucx == NULL || l->ucx->ep == NULL)
         MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE, "the link to '%s' has no UCX endpoint",
                       l->peer_name);
+    if (l->ucx->failed) {
+        /* UCX's error handler ran, the link thread has not failed the link yet. */
+        mpixfer__link_fail(ctx, l, MPIXFER_ERR_UNREACHABLE);
+        MPIXFER__FAIL(MPIXFER_ERR_UNREACHABLE, "UCX reported the link to '%s' failed",
+                      l->peer_name);
+    }
     for (size_t i = 0; i < n; i++)
         if (find_rkey(l->ucx, d[i].addr, d[i].len) == NULL)
             MPIXFER__FAIL(MPIXFER_ERR_OUT_OF_RANGE,
@@ -492,7 +507,11 @@ mpixfer_status_t mpixfer__link_submit(mpixfer_context_t *ctx, mpixfer_request_t 
         if (UCS_PTR_IS_ERR(r)) {
             LOG_ERROR("UCX %s to '%s' failed: %s", req->op == MPIXFER_OP_WRITE ? "put" : "get",
                       l->peer_name, ucs_status_string(UCS_PTR_STATUS(r)));
-            op->err = MPIXFER_ERR_IO; /* what was issued still completes before the end */
+            /* What was issued still completes before the end. A peer that is gone fails
+             * the link on the next progress (its other requests with it). */
+            bool gone = ucs_peer_gone(UCS_PTR_STATUS(r));
+            op->err = gone ? MPIXFER_ERR_UNREACHABLE : MPIXFER_ERR_IO;
+            l->ucx->failed |= gone;
         } else if (r != NULL) {
             ucp_request_free(r); /* the flush below waits for it */
         }
