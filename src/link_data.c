@@ -56,7 +56,17 @@ struct mpixfer__ucx {
     size_t addr_len;
     map_ent_t *maps;
     size_t nmaps, cap_maps;
-    unsigned busy; /* operations in flight */
+    unsigned busy;              /* operations in flight */
+    struct ep_closing *closing; /* endpoints whose close goes on */
+};
+
+/* An endpoint closed by flushing (same host: no forced close there) until UCX ends the
+ * close: the keys of the peer stay valid while its operations may still run. */
+struct ep_closing {
+    ucs_status_ptr_t req;
+    rkey_ent_t *rkeys;
+    size_t nrkeys;
+    struct ep_closing *next;
 };
 
 struct mpixfer__link_op {
@@ -129,12 +139,36 @@ err:
                   ucs_status_string(s));
 }
 
+static void rkeys_destroy(rkey_ent_t *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ucp_rkey_destroy(k[i].rkey);
+    free(k);
+}
+
+/* Ends the closes UCX has finished; all of them with @p all (the worker goes next). */
+static void closing_reap(struct mpixfer__ucx *u, bool all)
+{
+    for (struct ep_closing **pp = &u->closing; *pp != NULL;) {
+        struct ep_closing *c = *pp;
+        if (!all && ucp_request_check_status(c->req) == UCS_INPROGRESS) {
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        ucp_request_free(c->req);
+        rkeys_destroy(c->rkeys, c->nrkeys);
+        free(c);
+    }
+}
+
 void mpixfer__link_data_fini(mpixfer_context_t *ctx)
 {
     struct mpixfer__ucx *u = ctx->ucx;
 
     if (u == NULL)
         return;
+    closing_reap(u, true);
     for (size_t i = 0; i < u->nmaps; i++) {
         ucp_rkey_buffer_release(u->maps[i].packed);
         ucp_mem_unmap(u->uctx, u->maps[i].memh);
@@ -308,23 +342,37 @@ mpixfer_status_t mpixfer__link_data_import(mpixfer_context_t *ctx, mpixfer__link
 void mpixfer__link_data_free(mpixfer_context_t *ctx, mpixfer__link_t *l)
 {
     struct mpixfer__link_ucx *lu = l->ucx;
+    ucs_status_ptr_t r = NULL;
 
     if (lu == NULL)
         return;
-    for (size_t i = 0; i < lu->nrkeys; i++)
-        ucp_rkey_destroy(lu->rkeys[i].rkey);
-    free(lu->rkeys);
     if (lu->ep != NULL) {
+        /* Forced where UCX allows it (peer error handling): it cancels what UCX holds and
+         * completes locally. UCX refuses it (UCS_ERR_INVALID_PARAM) for an endpoint without
+         * it (same host): such an endpoint used to stay open, and its error handler, whose
+         * argument is l, ran after l was freed (ASan, test_link_netns_ucx). There the close
+         * flushes, and goes on after we return. Once UCX accepts a close it calls the
+         * error handler no more. */
         ucp_request_param_t prm = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                                   .flags = UCP_EP_CLOSE_FLAG_FORCE};
-        ucs_status_ptr_t r = ucp_ep_close_nbx(lu->ep, &prm);
+                                   .flags = l->same_host ? 0 : UCP_EP_CLOSE_FLAG_FORCE};
         int64_t deadline = mpixfer__now_ns() + 100 * 1000000LL;
-        /* Forced: completes locally; bounded anyway. */
-        while (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS &&
-               mpixfer__now_ns() < deadline)
+        r = ucp_ep_close_nbx(lu->ep, &prm);
+        if (UCS_PTR_IS_ERR(r)) /* closed all the same: one that failed says so */
+            LOG_DEBUG("closing the UCX endpoint to '%s': %s", l->peer_name,
+                     ucs_status_string(UCS_PTR_STATUS(r)));
+        while (!l->same_host && UCS_PTR_IS_PTR(r) &&
+               ucp_request_check_status(r) == UCS_INPROGRESS && mpixfer__now_ns() < deadline)
             ucp_worker_progress(ctx->ucx->worker);
+    }
+    struct ep_closing *c = NULL;
+    if (UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS &&
+        (c = malloc(sizeof(*c))) != NULL) {
+        *c = (struct ep_closing){r, lu->rkeys, lu->nrkeys, ctx->ucx->closing};
+        ctx->ucx->closing = c;
+    } else {
         if (UCS_PTR_IS_PTR(r))
-            ucp_request_free(r);
+            ucp_request_free(r); /* released by UCX when the close ends */
+        rkeys_destroy(lu->rkeys, lu->nrkeys);
     }
     free(lu);
     l->ucx = NULL;
@@ -336,6 +384,7 @@ void mpixfer__link_data_progress(mpixfer_context_t *ctx)
         return;
     while (ucp_worker_progress(ctx->ucx->worker) != 0)
         ;
+    closing_reap(ctx->ucx, false);
     for (mpixfer__link_t *l = ctx->links; l != NULL; l = l->next)
         if (!l->closed && l->ucx != NULL && l->ucx->failed)
             mpixfer__link_fail(ctx, l, MPIXFER_ERR_UNREACHABLE);
@@ -532,9 +581,10 @@ mpixfer_status_t mpixfer__link_submit(mpixfer_context_t *ctx, mpixfer_request_t 
 }
 
 /* Gives up on x's UCX operations: the link fails (its other requests with it) and its
- * endpoint is closed by force, which cancels what UCX still holds, so no late get reply
- * is copied into our memory. Puts already on their way may still land at a peer that
- * resumes: the callers say so (MPIXFER_ERR_TIMEOUT). */
+ * endpoint is closed. With peer error handling by force, which cancels what UCX still
+ * holds, so no late get reply is copied into our memory; on the same host by flushing in
+ * the background, where an emulated get may still land. Puts already on their way may
+ * still land at a peer that resumes: the callers say so (MPIXFER_ERR_TIMEOUT). */
 static void abandon(mpixfer_context_t *ctx, mpixfer_request_t *x)
 {
     mpixfer__link_t *l = x->lop->link;
