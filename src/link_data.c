@@ -359,7 +359,7 @@ void mpixfer__link_data_free(mpixfer_context_t *ctx, mpixfer__link_t *l)
         r = ucp_ep_close_nbx(lu->ep, &prm);
         if (UCS_PTR_IS_ERR(r)) /* closed all the same: one that failed says so */
             LOG_DEBUG("closing the UCX endpoint to '%s': %s", l->peer_name,
-                     ucs_status_string(UCS_PTR_STATUS(r)));
+                      ucs_status_string(UCS_PTR_STATUS(r)));
         while (!l->same_host && UCS_PTR_IS_PTR(r) &&
                ucp_request_check_status(r) == UCS_INPROGRESS && mpixfer__now_ns() < deadline)
             ucp_worker_progress(ctx->ucx->worker);
