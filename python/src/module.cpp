@@ -137,12 +137,12 @@ struct Descs {
 };
 using DescsP = std::shared_ptr<Descs>;
 
-uint64_t as_u64(const py::handle &h, const char *what)
+uint64_t as_u64(const py::handle &h, const char *what, const char *range = "[0, 2**64)")
 {
     unsigned long long x = PyLong_AsUnsignedLongLong(h.ptr());
     if (x == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
-        throw py::value_error(std::string(what) + " must be an integer in [0, 2**64)");
+        throw py::value_error(std::string(what) + " must be an integer in " + range);
     }
     return (uint64_t)x;
 }
@@ -159,7 +159,7 @@ mpixfer_mem_desc_t desc_from_item(const py::handle &item)
     // carries) is accepted and ignored.
     if (t.size() != 3 && t.size() != 4)
         throw py::value_error("MemoryDescs: a tuple item is (addr, len, device_id)");
-    uint64_t dev = as_u64(t[2], "device_id");
+    uint64_t dev = as_u64(t[2], "device_id", "[0, 2**32)");
     if (dev > UINT32_MAX)
         throw py::value_error("device_id must fit 32 bits");
     return {(uintptr_t)as_u64(t[0], "addr"), (size_t)as_u64(t[1], "len"), (uint32_t)dev};
@@ -177,11 +177,25 @@ DescsP descs_from_list(mpixfer_mem_type_t type, const py::iterable &items)
 }
 
 using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
-using I32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+// An integer array as int64 (uint64 addresses above 2**63 wrap, as the C side expects).
+// forcecast alone would also turn floats into addresses: refused.
+I64Array int64_array(const py::object &o, const char *what)
+{
+    py::array a = py::array::ensure(o); // a list becomes an array as NumPy sees it
+    if (!a)
+        throw py::type_error(std::string("from_arrays: ") + what + " must be an integer array");
+    char k = a.dtype().kind();
+    if (k != 'i' && k != 'u')
+        throw py::type_error(std::string("from_arrays: ") + what +
+                             " must be an integer array, not " +
+                             py::str(a.dtype()).cast<std::string>());
+    return I64Array::ensure(a);
+}
 
 // Builds descriptors from arrays without the GIL. @p devs NULL: every one gets @p dev.
 DescsP descs_from_arrays(mpixfer_mem_type_t type, const I64Array &addrs, const I64Array &sizes,
-                         const I32Array *devs, int64_t dev)
+                         const I64Array *devs, int64_t dev)
 {
     if (addrs.ndim() != 1 || sizes.ndim() != 1 || (devs && devs->ndim() != 1))
         throw py::value_error("from_arrays: the arrays must be one-dimensional");
@@ -191,7 +205,7 @@ DescsP descs_from_arrays(mpixfer_mem_type_t type, const I64Array &addrs, const I
     if (!devs && (dev < 0 || dev > (int64_t)UINT32_MAX))
         throw py::value_error("from_arrays_uniform_device: device_id out of range");
     const int64_t *a = addrs.data(), *s = sizes.data();
-    const int32_t *dv = devs ? devs->data() : nullptr;
+    const int64_t *dv = devs ? devs->data() : nullptr;
     auto d = std::make_shared<Descs>();
     d->type = type;
     size_t bad = SIZE_MAX;
@@ -200,8 +214,8 @@ DescsP descs_from_arrays(mpixfer_mem_type_t type, const I64Array &addrs, const I
         d->v.resize(n);
         mpixfer_mem_desc_t *out = d->v.data();
         for (size_t i = 0; i < n; i++) {
-            int64_t di = dv ? (int64_t)dv[i] : dev;
-            if (s[i] < 0 || di < 0) {
+            int64_t di = dv ? dv[i] : dev;
+            if (s[i] < 0 || di < 0 || di > (int64_t)UINT32_MAX) {
                 bad = i;
                 break;
             }
@@ -211,8 +225,9 @@ DescsP descs_from_arrays(mpixfer_mem_type_t type, const I64Array &addrs, const I
         }
     }
     if (bad != SIZE_MAX)
-        throw py::value_error("from_arrays: negative size or device_id at index " +
-                              std::to_string(bad));
+        throw py::value_error(
+            "from_arrays: negative size or device_id out of [0, 2**32) at index " +
+            std::to_string(bad));
     return d;
 }
 
@@ -824,18 +839,22 @@ PYBIND11_MODULE(_mpixfer, m)
              py::arg("type"), py::arg("descs"))
         .def_static(
             "from_arrays",
-            [](mpixfer_mem_type_t type, const I64Array &addrs, const I64Array &sizes,
-               const I32Array &device_ids) {
-                return descs_from_arrays(type, addrs, sizes, &device_ids, 0);
+            [](mpixfer_mem_type_t type, const py::object &addrs, const py::object &sizes,
+               const py::object &device_ids) {
+                I64Array d = int64_array(device_ids, "device_ids");
+                return descs_from_arrays(type, int64_array(addrs, "addrs"),
+                                         int64_array(sizes, "sizes"), &d, 0);
             },
             py::arg("type"), py::arg("addrs"), py::arg("sizes"), py::arg("device_ids"),
-            "Descriptors from int64 addresses, int64 sizes and int32 device ids (NumPy arrays, "
-            "read-only ones too), built without the GIL.")
+            "Descriptors from integer arrays of addresses (int64 or uint64), sizes and device "
+            "ids (NumPy arrays, read-only ones too; float arrays are refused with TypeError), "
+            "built without the GIL.")
         .def_static(
             "from_arrays_uniform_device",
-            [](mpixfer_mem_type_t type, const I64Array &addrs, const I64Array &sizes,
+            [](mpixfer_mem_type_t type, const py::object &addrs, const py::object &sizes,
                int64_t device_id) {
-                return descs_from_arrays(type, addrs, sizes, nullptr, device_id);
+                return descs_from_arrays(type, int64_array(addrs, "addrs"),
+                                         int64_array(sizes, "sizes"), nullptr, device_id);
             },
             py::arg("type"), py::arg("addrs"), py::arg("sizes"), py::arg("device_id"),
             "from_arrays with one device id for all.")

@@ -115,6 +115,29 @@ def test_from_arrays_errors():
         tab.MemoryDescs.from_arrays_uniform_device(tab.MemoryType.DRAM,
                                                    np.zeros((2, 2), np.int64),
                                                    np.zeros((2, 2), np.int64), 0)
+    # Floats are not addresses, sizes or device ids: refused, not converted.
+    f = np.array([4096.0, 8192.0, 12288.0])
+    with pytest.raises(TypeError, match="addrs must be an integer array"):
+        tab.MemoryDescs.from_arrays_uniform_device(tab.MemoryType.DRAM, f, a, 0)
+    with pytest.raises(TypeError, match="sizes must be an integer array"):
+        tab.MemoryDescs.from_arrays(tab.MemoryType.DRAM, a, f, np.zeros(3, np.int32))
+    with pytest.raises(TypeError, match="device_ids must be an integer array"):
+        tab.MemoryDescs.from_arrays(tab.MemoryType.DRAM, a, a, f)
+    with pytest.raises(ValueError, match="index 1"):
+        tab.MemoryDescs.from_arrays(tab.MemoryType.DRAM, a, a,
+                                    np.array([0, 2**32, 0], np.int64))
+
+
+def test_from_arrays_integer_kinds():
+    # uint64 addresses above 2**63 as they are, int32 sizes, int64 device ids.
+    addrs = np.array([0x1000, 2**63 + 8], dtype=np.uint64)
+    d = tab.MemoryDescs.from_arrays(tab.MemoryType.DRAM, addrs, np.array([16, 32], np.int32),
+                                    np.array([0, 2**32 - 1], np.int64))
+    assert [(x.addr, x.len, x.device_id) for x in d.descs] == [
+        (0x1000, 16, 0), (2**63 + 8, 32, 2**32 - 1)]
+    # Python lists of ints are integer arrays too.
+    u = tab.MemoryDescs.from_arrays_uniform_device(tab.MemoryType.DRAM, [0x1000], [8], 1)
+    assert [(x.addr, x.len, x.device_id) for x in u.descs] == [(0x1000, 8, 1)]
 
 
 @pytest.mark.parametrize("blob", [b"", "text", "t\u00e9xt \u2603", bytes(range(256)),
