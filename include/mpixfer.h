@@ -659,8 +659,9 @@ MPIXFER_API void mpixfer_request_free(mpixfer_request_t *xfer);
  *    the stall timeout).
  *  - Links over UCX: the issued operations' remote completion is awaited.
  * Bounded by the context's stall timeout (plus 50 ms): a peer that does not complete
- * what was issued by then is abandoned (UCX endpoint closed by force and the link failed,
- * MPI request released) and this returns MPIXFER_ERR_TIMEOUT, the request's status too.
+ * what was issued by then is abandoned (UCX endpoint closed, by force across hosts, by a
+ * flush that goes on in the background on one host; the link failed; MPI request
+ * released) and this returns MPIXFER_ERR_TIMEOUT, the request's status too.
  * Then nothing is guaranteed for what was issued: a peer that has exited writes nothing
  * more, but one that was only stopped and resumes may still complete an RMA or UCX WRITE
  * in its memory and, with UCX 1.13's emulated RMA (no RDMA device), a READ into ours
