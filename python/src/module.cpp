@@ -137,14 +137,25 @@ struct Descs {
 };
 using DescsP = std::shared_ptr<Descs>;
 
-uint64_t as_u64(const py::handle &h, const char *what, const char *range = "[0, 2**64)")
+uint64_t as_u64(const py::handle &h, const char *what)
 {
     unsigned long long x = PyLong_AsUnsignedLongLong(h.ptr());
     if (x == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
-        throw py::value_error(std::string(what) + " must be an integer in " + range);
+        throw py::value_error(std::string(what) + " must be an integer in [0, 2**64)");
     }
     return (uint64_t)x;
+}
+
+// A device id: what MemoryDesc and the tuples of MemoryDescs take.
+uint32_t as_device_id(const py::handle &h)
+{
+    unsigned long long x = PyLong_AsUnsignedLongLong(h.ptr());
+    if (x == (unsigned long long)-1 && PyErr_Occurred())
+        PyErr_Clear();
+    else if (x <= UINT32_MAX)
+        return (uint32_t)x;
+    throw py::value_error("device_id must be an integer in [0, 2**32)");
 }
 
 mpixfer_mem_desc_t desc_from_item(const py::handle &item)
@@ -159,10 +170,8 @@ mpixfer_mem_desc_t desc_from_item(const py::handle &item)
     // carries) is accepted and ignored.
     if (t.size() != 3 && t.size() != 4)
         throw py::value_error("MemoryDescs: a tuple item is (addr, len, device_id)");
-    uint64_t dev = as_u64(t[2], "device_id", "[0, 2**32)");
-    if (dev > UINT32_MAX)
-        throw py::value_error("device_id must fit 32 bits");
-    return {(uintptr_t)as_u64(t[0], "addr"), (size_t)as_u64(t[1], "len"), (uint32_t)dev};
+    uint32_t dev = as_device_id(t[2]);
+    return {(uintptr_t)as_u64(t[0], "addr"), (size_t)as_u64(t[1], "len"), dev};
 }
 
 DescsP descs_from_list(mpixfer_mem_type_t type, const py::iterable &items)
@@ -804,11 +813,8 @@ PYBIND11_MODULE(_mpixfer, m)
     // ------------------------------------------------------------ descriptors
     py::class_<MemDesc>(m, "MemoryDesc", "One memory range: address, length, device.")
         .def(py::init([](py::handle addr, py::handle len, py::handle device_id) {
-                 uint64_t dev = as_u64(device_id, "device_id");
-                 if (dev > UINT32_MAX)
-                     throw py::value_error("device_id must fit 32 bits");
-                 return MemDesc{
-                     {(uintptr_t)as_u64(addr, "addr"), (size_t)as_u64(len, "len"), (uint32_t)dev}};
+                 uint32_t dev = as_device_id(device_id);
+                 return MemDesc{{(uintptr_t)as_u64(addr, "addr"), (size_t)as_u64(len, "len"), dev}};
              }),
              py::arg("addr"), py::arg("len"), py::arg("device_id") = 0)
         .def_property_readonly("addr", [](const MemDesc &d) { return (uint64_t)d.d.addr; })

@@ -128,6 +128,16 @@ def test_from_arrays_errors():
                                     np.array([0, 2**32, 0], np.int64))
 
 
+@pytest.mark.parametrize("dev", [2**32, -1, "0"])
+def test_device_id_range(dev):
+    # One rule and one message for MemoryDesc and for the tuples of MemoryDescs.
+    with pytest.raises(ValueError, match=r"device_id must be an integer in \[0, 2\*\*32\)"):
+        tab.MemoryDesc(0x1000, 8, dev)
+    with pytest.raises(ValueError, match=r"device_id must be an integer in \[0, 2\*\*32\)"):
+        tab.MemoryDescs(tab.MemoryType.DRAM, [(0x1000, 8, dev)])
+    assert tab.MemoryDesc(0x1000, 8, 2**32 - 1).device_id == 2**32 - 1
+
+
 def test_from_arrays_integer_kinds():
     # uint64 addresses above 2**63 as they are, int32 sizes, int64 device ids.
     addrs = np.array([0x1000, 2**63 + 8], dtype=np.uint64)
