@@ -56,8 +56,9 @@ struct mpixfer__ucx {
     size_t addr_len;
     map_ent_t *maps;
     size_t nmaps, cap_maps;
-    unsigned busy;              /* operations in flight */
-    struct ep_closing *closing; /* endpoints whose close goes on */
+    unsigned busy;                    /* operations in flight */
+    struct ep_closing *closing;       /* endpoints whose close goes on */
+    struct mpixfer__link_op *orphans; /* given up on by their requests, UCX may still end */
 };
 
 /* An endpoint closed by flushing (same host: no forced close there) until UCX ends the
@@ -70,7 +71,7 @@ struct ep_closing {
 };
 
 struct mpixfer__link_op {
-    mpixfer_request_t *x; /* NULL once the request gave up on it */
+    struct mpixfer__link_op *next; /* in orphans */
     mpixfer__link_t *link;
     bool done;
     ucs_status_t status;
@@ -146,6 +147,21 @@ static void rkeys_destroy(rkey_ent_t *k, size_t n)
     free(k);
 }
 
+/* Frees the orphaned operations UCX has ended; all of them with @p all (the worker is
+ * gone: a flush callback that never ran never will). */
+static void orphans_reap(struct mpixfer__ucx *u, bool all)
+{
+    for (struct mpixfer__link_op **pp = &u->orphans; *pp != NULL;) {
+        struct mpixfer__link_op *op = *pp;
+        if (!all && !op->done) {
+            pp = &op->next;
+            continue;
+        }
+        *pp = op->next;
+        free(op);
+    }
+}
+
 /* Ends the closes UCX has finished; all of them with @p all (the worker goes next). */
 static void closing_reap(struct mpixfer__ucx *u, bool all)
 {
@@ -176,6 +192,7 @@ void mpixfer__link_data_fini(mpixfer_context_t *ctx)
     free(u->maps);
     ucp_worker_release_address(u->worker, u->addr);
     ucp_worker_destroy(u->worker);
+    orphans_reap(u, true);
     ucp_cleanup(u->uctx);
     free(u);
     ctx->ucx = NULL;
@@ -385,6 +402,7 @@ void mpixfer__link_data_progress(mpixfer_context_t *ctx)
     while (ucp_worker_progress(ctx->ucx->worker) != 0)
         ;
     closing_reap(ctx->ucx, false);
+    orphans_reap(ctx->ucx, false);
     for (mpixfer__link_t *l = ctx->links; l != NULL; l = l->next)
         if (!l->closed && l->ucx != NULL && l->ucx->failed)
             mpixfer__link_fail(ctx, l, MPIXFER_ERR_UNREACHABLE);
@@ -508,8 +526,21 @@ static void flush_done(void *request, ucs_status_t status, void *user_data)
     op->done = true;
     op->status = status;
     ucp_request_free(request);
-    if (op->x == NULL)
-        free(op); /* its request gave up on it already */
+}
+
+/* x gives up on its operation: UCX may still end it, and call flush_done, so an
+ * operation not done yet waits among the orphans until it is (or the worker goes). */
+static void op_orphan(mpixfer_context_t *ctx, mpixfer_request_t *x)
+{
+    struct mpixfer__link_op *op = x->lop;
+
+    x->lop = NULL;
+    if (op->done) {
+        free(op);
+        return;
+    }
+    op->next = ctx->ucx->orphans;
+    ctx->ucx->orphans = op;
 }
 
 mpixfer_status_t mpixfer__link_submit(mpixfer_context_t *ctx, mpixfer_request_t *x,
@@ -545,7 +576,6 @@ mpixfer_status_t mpixfer__link_submit(mpixfer_context_t *ctx, mpixfer_request_t 
                           (unsigned long)d[i].addr, d[i].len, l->peer_name);
     if ((op = calloc(1, sizeof(*op))) == NULL)
         return MPIXFER_ERR_NO_MEMORY;
-    op->x = x;
     op->link = l;
     op->start_ns = mpixfer__now_ns();
     for (size_t i = 0; i < n && op->err == MPIXFER_OK; i++) {
@@ -589,8 +619,7 @@ static void abandon(mpixfer_context_t *ctx, mpixfer_request_t *x)
 {
     mpixfer__link_t *l = x->lop->link;
 
-    x->lop->x = NULL; /* the flush callback frees it, if UCX ever calls it */
-    x->lop = NULL;
+    op_orphan(ctx, x);
     mpixfer__link_fail(ctx, l, MPIXFER_ERR_TIMEOUT);
     mpixfer__link_data_free(ctx, l);
 }
@@ -628,12 +657,7 @@ void mpixfer__link_data_fail(mpixfer_context_t *ctx, mpixfer__link_t *l, mpixfer
 {
     for (mpixfer_request_t *x = ctx->pending_head; x != NULL; x = x->next_pending)
         if (x->lop != NULL && x->lop->link == l) {
-            if (x->lop->done) {
-                free(x->lop);
-            } else {
-                x->lop->x = NULL;
-            }
-            x->lop = NULL;
+            op_orphan(ctx, x);
             x->link_err = why;
         }
 }
